@@ -1,0 +1,535 @@
+"""Typed configuration of every stage: dataclass schemas, YAML files and `key=value` overrides through OmegaConf.
+
+Precedence is schema defaults < `--config` file < command line. Each field is declared once, here, with the
+docstring under it that `lift config show STAGE` prints. The embedded defaults run the toy world with the tiny
+model zoo on a laptop; `configs/cluster/*.yaml` point the same schemas at real models and s3:// URLs.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Dict, List, Literal, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from lift import storage
+
+DEFAULT_RUN = "./runs/default"
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation and checkpointing, shared by every training stage."""
+
+    lr: float = 1e-5
+    """Peak learning rate of AdamW."""
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW (beta1, beta2)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    warmup_ratio: float = 0.0
+    """Fraction of the total steps spent in linear warmup (used when warmup_steps is 0)."""
+    warmup_steps: int = 0
+    """Linear warmup steps; overrides warmup_ratio when > 0."""
+    schedule: Literal["cosine", "cosine_with_restarts", "constant"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    num_cycles: int = 1
+    """Cosine cycles for cosine_with_restarts."""
+    epochs: int = 1
+    """Passes over the training set (ignored when max_steps > 0)."""
+    max_steps: int = 0
+    """Optimizer steps to run; 0 means derive from epochs."""
+    batch_size: int = 1
+    """Examples per rank per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (global batch = batch_size x grad_accum x world size)."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    mixed_precision: Literal["bf16", "fp32"] = "bf16"
+    """Parameter/compute dtype on GPU (reductions stay fp32); CPU runs always use fp32."""
+    activation_checkpointing: bool = True
+    """Recompute each block's activations in backward to save memory."""
+    fsdp: bool = True
+    """Shard parameters, gradients and optimizer state with FSDP2 when world size > 1."""
+    checkpoint_every: int = 500
+    """Save a DCP checkpoint every N optimizer steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints to keep; older ones are deleted after a newer one is committed."""
+    log_every: int = 10
+    """Log scalars every N optimizer steps."""
+    num_workers: int = 2
+    """DataLoader worker processes per rank."""
+    seed: int = 0
+    """Seed for initialisation, data order and noise."""
+    on_nonfinite: Literal["skip", "stop"] = "stop"
+    """A NaN/inf loss: skip the step and count it, or stop naming the step and batch."""
+
+
+@dataclass
+class ToyConfig:
+    """The synthetic toy world: coloured shapes moving over backgrounds, with controlled defects."""
+
+    num_clips: int = 1000
+    """Rated clips in the HRA-style manifest."""
+    frames: int = 16
+    """Frames per clip."""
+    size: int = 32
+    """Clip height and width in pixels."""
+    fps: int = 8
+    """Frames per second written into the mp4 files."""
+    num_prompts: int = 64
+    """Prompts written to prompts.jsonl for rollouts (held out from nothing: the toy world is infinite)."""
+    num_real: int = 200
+    """Clean clips with captions written to real/ (the D_real set of LiFT's objective)."""
+
+
+@dataclass
+class SplitConfig:
+    """Deterministic train/test split by video."""
+
+    test_fraction: float = 0.1
+    """Fraction of videos placed in the test split."""
+    seed: int = 0
+    """Salt of the hash that assigns a video to a split."""
+
+
+@dataclass
+class ReleaseConfig:
+    """The public LiFT-HRA release (LLaVA conversation JSON plus videos) to import."""
+
+    json: Optional[str] = None
+    """URL of the release JSON."""
+    videos: Optional[str] = None
+    """Folder or zip part URL holding the release's videos."""
+
+
+@dataclass
+class DataConfig:
+    """`lift data toy|import|export`: build the HRA manifest a run trains and evaluates on."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    out: str = "${run}/data"
+    """Output folder: manifest.jsonl, videos/, prompts.jsonl, real/."""
+    source: Literal["toy", "import"] = "toy"
+    """Where the ratings come from: the built-in toy world, or an imported LiFT-HRA release."""
+    seed: int = 0
+    """Seed of the toy world."""
+    on_error: Literal["stop", "skip"] = "stop"
+    """Bad records: stop with the full list, or skip them into rejected.jsonl beside the output."""
+    toy: ToyConfig = field(default_factory=ToyConfig)
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters through peft (LiFT: r128/a256 for 13B, r64/a128 for 40B)."""
+
+    enabled: bool = True
+    """Train LoRA adapters; false trains the language model fully."""
+    r: int = 128
+    """Adapter rank."""
+    alpha: int = 256
+    """Adapter scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: List[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names of the language model that get adapters."""
+
+
+@dataclass
+class CriticModelConfig:
+    """The video VLM behind the critic."""
+
+    name_or_path: str = "${run}/models/critic"
+    """Hub id, local folder or object-storage URL (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."""
+    frames: int = 8
+    """Frames sampled uniformly per video (LiFT: 8)."""
+    answer_format: Literal["label_first", "reason_first"] = "label_first"
+    """label_first is LiFT's '<Label>. <reason>'; reason_first says what it sees, then judges."""
+    with_reasons: bool = True
+    """Train on reasons; false trains '<Label>.' alone (the paper's ablation)."""
+    freeze_vision: bool = True
+    """Keep the vision tower and projector frozen, as the paper does."""
+
+
+@dataclass
+class CriticConfig:
+    """`lift critic`: supervised fine-tuning of the critic VLM on the HRA train split."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    data: str = "${run}/data"
+    """Folder holding manifest.jsonl and the videos."""
+    out: str = "${run}/critic"
+    """Output folder: model/ (transformers layout) and checkpoints/."""
+    model: CriticModelConfig = field(default_factory=CriticModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=1e-5, warmup_ratio=0.03, epochs=20))
+
+
+@dataclass
+class CriticEvalConfig:
+    """`lift critic-eval`: accuracy of the critic on the test split, in the layout of LiFT's Table 2."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    data: str = "${run}/data"
+    """Folder holding manifest.jsonl and the videos."""
+    critic: str = "${run}/critic/model"
+    """The trained critic (transformers layout)."""
+    out: str = "${run}/critic/eval"
+    """Output folder: accuracy.json, accuracy.md."""
+    split: Literal["train", "test"] = "test"
+    """Manifest split to evaluate."""
+    batch_size: int = 8
+    """Videos per forward pass per rank."""
+    num_shards: int = 0
+    """Part files of the output; 0 means one per rank."""
+
+
+@dataclass
+class T2VModelConfig:
+    """A diffusers text-to-video pipeline."""
+
+    family: Literal["cogvideox", "wan"] = "cogvideox"
+    """Model family: selects pipeline class and training objective."""
+    name_or_path: str = "${run}/base"
+    """Hub id, local folder or object-storage URL (e.g. THUDM/CogVideoX-2b)."""
+
+
+@dataclass
+class SamplingConfig:
+    """How videos are sampled from a text-to-video pipeline."""
+
+    steps: int = 25
+    """Denoising steps."""
+    guidance: float = 6.0
+    """Classifier-free guidance scale."""
+    height: int = 32
+    """Frame height in pixels (CogVideoX-2B: 480)."""
+    width: int = 32
+    """Frame width in pixels (CogVideoX-2B: 720)."""
+    frames: int = 16
+    """Frames per video (CogVideoX-2B: 49)."""
+    fps: int = 8
+    """Frames per second of the written mp4."""
+    vae_tiling: bool = True
+    """Decode latents in tiles (GPU memory)."""
+    vae_slicing: bool = True
+    """Decode one video of a batch at a time (GPU memory)."""
+
+
+@dataclass
+class GenerateConfig:
+    """`lift generate`: roll out videos from the base model, sharded by prompt."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    model: T2VModelConfig = field(default_factory=T2VModelConfig)
+    prompts: str = "${run}/data/prompts.jsonl"
+    """Prompt file (.txt, one per line, or .jsonl with 'id' and 'prompt')."""
+    out: str = "${run}/rollouts"
+    """Output folder: videos/, metadata parts, _SUCCESS."""
+    videos_per_prompt: int = 4
+    """Videos per prompt; video k of prompt p uses a seed derived from (seed, p, k)."""
+    seed: int = 0
+    """Base seed of the derived per-video seeds."""
+    batch_size: int = 4
+    """Videos per pipeline call."""
+    num_shards: int = 0
+    """Part files of the output; 0 means one per rank."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class ScoreConfig:
+    """`lift score`: rate every rollout with the critic and compute its reward."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    rollouts: str = "${run}/rollouts"
+    """Folder of videos with metadata (or any HRA-style manifest folder)."""
+    critic: str = "${run}/critic/model"
+    """The trained critic (transformers layout)."""
+    out: str = "${run}/scores"
+    """Output folder: score part files (JSONL), _SUCCESS."""
+    mode: Literal["logits", "generate"] = "logits"
+    """logits: label probabilities from one forward; generate: greedy answers with reasons."""
+    label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
+    """s(label) of LiFT's reward r = mean over dimensions of s(label)."""
+    batch_size: int = 8
+    """Videos per forward pass per rank."""
+    max_new_tokens: int = 64
+    """Longest generated answer in generate mode."""
+    num_shards: int = 0
+    """Part files of the output; 0 means one per rank."""
+
+
+@dataclass
+class ObjectiveConfig:
+    """LiFT's loss: L = E_syn[r * l(x, c)] + lambda * E_real[l(x, c)]."""
+
+    reward_weighting: bool = True
+    """Weight each synthetic video's loss by its reward; false is plain fine-tuning."""
+    lambda_real: float = 1.0
+    """Weight of the real-data term (0 disables it; the paper shows that hurts temporal consistency)."""
+    rejection_sampling: bool = False
+    """Keep only videos rated Good on every dimension, unweighted (the paper's variant)."""
+    reward_norm: Literal["none", "mean", "zscore"] = "none"
+    """Normalise rewards over the dataset: divide by the mean, or standardise."""
+
+
+@dataclass
+class AlignConfig:
+    """`lift align`: reward-weighted fine-tuning of the text-to-video transformer under FSDP2."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    model: T2VModelConfig = field(default_factory=T2VModelConfig)
+    rollouts: str = "${run}/rollouts"
+    """Generated videos (D_syn)."""
+    scores: str = "${run}/scores"
+    """Critic scores of the rollouts."""
+    real: Optional[str] = "${run}/data/real"
+    """Real video-caption set (D_real); null disables the real-data term."""
+    out: str = "${run}/align"
+    """Output folder: model/ (diffusers layout), checkpoints/, latent cache."""
+    height: int = 32
+    """Training resolution, pixels (LiFT: 480)."""
+    width: int = 32
+    """Training resolution, pixels (LiFT: 720)."""
+    frames: int = 16
+    """Frames per training clip (LiFT: 49)."""
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            lr=1e-5, betas=[0.9, 0.95], weight_decay=1e-4, warmup_steps=200, schedule="cosine_with_restarts",
+            batch_size=8, grad_clip=1.0,
+        )
+    )
+
+
+@dataclass
+class EvaluateConfig:
+    """`lift evaluate`: compare base and aligned models on held-out prompts with the critic (and the toy oracle)."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    base: T2VModelConfig = field(default_factory=T2VModelConfig)
+    aligned: T2VModelConfig = field(default_factory=lambda: T2VModelConfig(name_or_path="${run}/align/model"))
+    critic: str = "${run}/critic/model"
+    """The trained critic (transformers layout)."""
+    prompts: str = "${run}/data/prompts.jsonl"
+    """Held-out prompts."""
+    out: str = "${run}/eval"
+    """Output folder: results.json and the generated videos."""
+    videos_per_prompt: int = 2
+    """Videos per prompt and model; both models share the seeds."""
+    seed: int = 1000
+    """Base seed of the derived per-video seeds (apart from the rollouts' seeds)."""
+    num_shards: int = 0
+    """Part files of the output; 0 means one per rank."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class PipelineConfig:
+    """`lift pipeline`: every stage in order with one config; each section is that stage's config."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every stage's paths hang off it."""
+    data: DataConfig = field(default_factory=lambda: DataConfig(run="${run}"))
+    critic: CriticConfig = field(default_factory=lambda: CriticConfig(run="${run}"))
+    critic_eval: CriticEvalConfig = field(default_factory=lambda: CriticEvalConfig(run="${run}"))
+    generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(run="${run}"))
+    score: ScoreConfig = field(default_factory=lambda: ScoreConfig(run="${run}"))
+    align: AlignConfig = field(default_factory=lambda: AlignConfig(run="${run}"))
+    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(run="${run}"))
+
+
+SCHEMAS: dict[str, type] = {
+    "data": DataConfig,
+    "critic": CriticConfig,
+    "critic-eval": CriticEvalConfig,
+    "generate": GenerateConfig,
+    "score": ScoreConfig,
+    "align": AlignConfig,
+    "evaluate": EvaluateConfig,
+    "pipeline": PipelineConfig,
+}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the source, the key and, where known, the line."""
+
+
+def _keys(schema: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in fields(schema):
+        key = f"{prefix}{f.name}"
+        out.append(key)
+        sub = _nested_type(schema, f)
+        if sub is not None:
+            out.extend(_keys(sub, key + "."))
+    return out
+
+
+def _nested_type(schema: type, f) -> type | None:
+    hints = getattr(schema, "__annotations__", {})
+    t = hints.get(f.name, f.type)
+    if isinstance(t, str):
+        t = globals().get(t)
+    return t if is_dataclass(t) else None
+
+
+def _yaml_line(text: str, key: str) -> int | None:
+    """1-based line of a dotted key in a YAML document, so errors can point into the user's file."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in key.split("."):
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if k.value == part:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
+
+
+def _explain(exc: OmegaConfBaseException, schema: type, source: str, text: str | None) -> ConfigError:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
+    where = source
+    if text is not None:
+        line = _yaml_line(text, str(key))
+        if line:
+            where = f"{source}, line {line}"
+    if isinstance(exc, ConfigKeyError):
+        valid = _keys(schema)
+        parent = str(key).rpartition(".")[0]
+        siblings = [k for k in valid if k.rpartition(".")[0] == parent]
+        leaf = str(key).rpartition(".")[2]
+        close = difflib.get_close_matches(leaf, [s.rpartition(".")[2] for s in siblings], n=1, cutoff=0.6)
+        if not close:
+            close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys here: {', '.join(siblings) or '-'}"
+        return ConfigError(f"{where}: unknown config key '{key}'{hint}")
+    reason = str(exc).splitlines()[0]
+    if isinstance(exc, ValidationError):
+        return ConfigError(f"{where}: bad value for '{key}': {reason}")
+    return ConfigError(f"{where}: config key '{key}': {reason}")
+
+
+def load(stage: str, config_url: str | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Schema defaults < config file < `key=value` overrides, validated against the stage's schema.
+
+    Interpolations are resolved here so that a reference to a missing key fails before any work starts.
+    """
+    if stage not in SCHEMAS:
+        raise ConfigError(f"unknown stage '{stage}'; stages: {', '.join(SCHEMAS)}")
+    schema = SCHEMAS[stage]
+    cfg = OmegaConf.structured(schema)
+    if config_url:
+        text = storage.read_text(config_url)
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{config_url}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{config_url}: a config file must be a YAML mapping, got {type(loaded).__name__}")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(loaded or {}))
+        except OmegaConfBaseException as e:
+            raise _explain(e, schema, config_url, text) from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"command line: '{item}' is not a key=value override")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as e:
+            raise _explain(e, schema, "command line", None) from None
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise _explain(e, schema, config_url or "config", None) from None
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def section(cfg: DictConfig, stage: str) -> DictConfig:
+    """A stage's own config out of a resolved pipeline config, validated against that stage's schema."""
+    key = stage.replace("-", "_")
+    merged = OmegaConf.merge(OmegaConf.structured(SCHEMAS[stage]), OmegaConf.to_container(cfg[key], resolve=True))
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Identity of what a stage would produce; a marker with the same hash means the work is already done."""
+    blob = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _field_docs(schema: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal under each field), read from the schema's source."""
+    tree = ast.parse(inspect.getsource(schema))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _type_name(schema: type, name: str) -> str:
+    hint = schema.__annotations__[name]
+    return hint if isinstance(hint, str) else getattr(hint, "__name__", str(hint))
+
+
+def show(stage: str, cfg: DictConfig | None = None) -> str:
+    """The stage's config as YAML, each key under a comment with its type and meaning."""
+    schema = SCHEMAS[stage]
+    cfg = cfg if cfg is not None else OmegaConf.structured(schema)
+    lines = [f"# {inspect.getdoc(schema).splitlines()[0]}"]
+    _show(schema, cfg, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _show(schema: type, node: DictConfig, depth: int, lines: list[str]) -> None:
+    pad = "  " * depth
+    docs = _field_docs(schema)
+    for f in fields(schema):
+        sub = _nested_type(schema, f)
+        if sub is not None:
+            lines.append(f"{pad}# {inspect.getdoc(sub).splitlines()[0]}")
+            lines.append(f"{pad}{f.name}:")
+            _show(sub, node[f.name], depth + 1, lines)
+            continue
+        lines.append(f"{pad}# {docs.get(f.name, '')} [{_type_name(schema, f.name)}]".replace("#  [", "# ["))
+        value = OmegaConf.to_container(node, resolve=False)[f.name]
+        dumped = yaml.safe_dump({f.name: value}, default_flow_style=True, sort_keys=False, width=1 << 16)
+        lines.append(pad + dumped.strip().removeprefix("{").removesuffix("}"))
+
+
+def save(cfg: DictConfig, url: str) -> None:
+    """The resolved config next to an output, so every artefact says how it was made."""
+    storage.write_text(url, OmegaConf.to_yaml(cfg, resolve=True))
+

@@ -1,0 +1,65 @@
+"""torch.distributed from the environment that torchrun, TorchX and the PyTorchJob operator set up.
+
+`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR` and `MASTER_PORT` are all we read; without them (or with a
+world size of 1) every call here is a no-op, so stages run unchanged as a single plain process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init(timeout_s: int = 1800) -> Runtime:
+    """Join the process group if launched by torchrun (gloo on CPU, nccl on GPU); idempotent."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not torch_dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None)
+    return Runtime(rank, world_size, local_rank, device)
+
+
+def barrier() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def shutdown() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def all_gather_objects(obj) -> list:
+    """Every rank's `obj`, in rank order (a list of one outside a process group)."""
+    if not torch_dist.is_initialized():
+        return [obj]
+    out = [None] * torch_dist.get_world_size()
+    torch_dist.all_gather_object(out, obj)
+    return out

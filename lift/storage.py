@@ -1,0 +1,257 @@
+"""Every read and write of the project goes through here, so that a URL (file://, s3://, gs://, memory:// or a
+plain path) behaves the same in every stage: atomic objects, the `_SUCCESS` marker contract, sharded parts.
+
+S3-compatible stores (MinIO, Ceph, ...) are configured only through the standard AWS environment:
+AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
+AWS_REGION (or AWS_DEFAULT_REGION), AWS_MAX_ATTEMPTS / AWS_RETRY_MODE for botocore's retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from typing import IO, Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+MARKER = "_SUCCESS"
+_PART = re.compile(r"^part-(\d{5})-of-(\d{5})(\..+)$")
+
+
+def storage_options(protocol: str) -> dict:
+    """Per-protocol options that fsspec does not derive from the environment itself."""
+    if protocol not in ("s3", "s3a"):
+        return {}
+    client_kwargs = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        client_kwargs["region_name"] = region
+    return {"client_kwargs": client_kwargs} if client_kwargs else {}
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for a URL or plain path."""
+    return fsspec.core.url_to_fs(url, **storage_options(protocol_of(url)))
+
+
+def join(url: str, *parts: str) -> str:
+    return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts if p)])
+
+
+def parent(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[0]
+
+
+def exists(url: str) -> bool:
+    """Asks the store itself: other processes (ranks, stages) may have written since we last listed."""
+    fs, path = filesystem(url)
+    fs.invalidate_cache(path)
+    return fs.exists(path)
+
+
+def listdir(url: str) -> list[str]:
+    """Base names under a folder URL; an absent folder is empty."""
+    fs, path = filesystem(url)
+    try:
+        entries = fs.ls(path, detail=False, refresh=True) if fs.isdir(path) else []
+    except FileNotFoundError:
+        return []
+    return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+
+def makedirs(url: str) -> None:
+    fs, path = filesystem(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+def remove(url: str) -> None:
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def open_read(url: str, mode: str = "rb") -> IO:
+    """A streaming reader: object stores are read in ranges, never copied whole to local disk."""
+    fs, path = filesystem(url)
+    if not fs.exists(path):
+        raise FileNotFoundError(f"{url}: no such file or object")
+    return fs.open(path, mode)
+
+
+def read_bytes(url: str) -> bytes:
+    with open_read(url) as f:
+        return f.read()
+
+
+def read_text(url: str) -> str:
+    return read_bytes(url).decode("utf-8")
+
+
+def read_json(url: str):
+    try:
+        return json.loads(read_text(url))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{url}: line {e.lineno}: invalid JSON: {e.msg}") from None
+
+
+@contextlib.contextmanager
+def atomic_open(url: str, mode: str = "wb") -> Iterator[IO]:
+    """Write a whole object that readers see either complete or not at all.
+
+    Local files are written beside the target and renamed over it; object stores make a PUT visible only once
+    it completes, so the data is staged in a local temporary file and uploaded after the writer succeeded.
+    If the body raises, nothing is written and any earlier object at `url` is left untouched.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open mode must be 'wb' or 'w', not {mode!r}")
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    with tempfile.NamedTemporaryFile(mode="w+b", suffix=".lift-upload") as staged:
+        if mode == "w":
+            with open(staged.name, "w", encoding="utf-8") as text:
+                yield text
+        else:
+            yield staged
+            staged.flush()
+        fs.put_file(staged.name, path)
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    fs, path = filesystem(url)
+    if isinstance(fs, LocalFileSystem):
+        with atomic_open(url) as f:
+            f.write(data)
+    else:
+        fs.pipe_file(path, data)  # a single PUT: atomic on object stores and memory://
+
+
+def write_text(url: str, text: str) -> None:
+    write_bytes(url, text.encode("utf-8"))
+
+
+def write_json(url: str, obj) -> None:
+    write_text(url, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for dist in ("lift-k8s", "torch", "transformers", "diffusers", "peft", "torchx"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_marker(out_url: str, stage: str, config_hash: str, counts: dict | None = None, **extra) -> dict:
+    """Seal a stage's output folder. Written last: a folder without it is incomplete, whatever else it holds."""
+    marker = {
+        "stage": stage,
+        "config_hash": config_hash,
+        "counts": counts or {},
+        "versions": versions(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": socket.gethostname(),
+        **extra,
+    }
+    write_json(join(out_url, MARKER), marker)
+    return marker
+
+
+def read_marker(out_url: str) -> dict | None:
+    url = join(out_url, MARKER)
+    return read_json(url) if exists(url) else None
+
+
+def is_complete(out_url: str, config_hash: str | None = None) -> bool:
+    """True when the folder is sealed, and (if given) sealed by a run of this same config."""
+    marker = read_marker(out_url)
+    return marker is not None and (config_hash is None or marker.get("config_hash") == config_hash)
+
+
+@dataclass(frozen=True)
+class Shards:
+    """One output folder written as `num_shards` part files, each committed atomically by whichever rank owns it.
+
+    The shard count is fixed by the output, not by the world size, so a restart with fewer or more ranks
+    still skips the parts already committed and finishes the rest.
+    """
+
+    url: str
+    num_shards: int
+    suffix: str = ".jsonl"
+
+    def __post_init__(self):
+        if self.num_shards < 1:
+            raise ValueError(f"{self.url}: num_shards must be >= 1, got {self.num_shards}")
+
+    def part(self, shard: int) -> str:
+        return join(self.url, f"part-{shard:05d}-of-{self.num_shards:05d}{self.suffix}")
+
+    def committed(self) -> set[int]:
+        done = set()
+        for name in listdir(self.url):
+            m = _PART.match(name)
+            if not m or m.group(3) != self.suffix:
+                continue
+            if int(m.group(2)) != self.num_shards:
+                raise ValueError(
+                    f"{join(self.url, name)}: written with {int(m.group(2))} shards, this run uses "
+                    f"{self.num_shards}; rerun with the same shard count or use a new output folder"
+                )
+            done.add(int(m.group(1)))
+        return done
+
+    def todo(self, rank: int = 0, world_size: int = 1) -> list[int]:
+        """This rank's shards (round-robin) that are not committed yet."""
+        done = self.committed()
+        return [s for s in range(rank, self.num_shards, world_size) if s not in done]
+
+    def commit(self, shard: int, data: bytes) -> None:
+        write_bytes(self.part(shard), data)
+
+    def merge(self, name: str) -> str:
+        """Concatenate every part, in shard order, into one object; refuses while any part is missing."""
+        missing = sorted(set(range(self.num_shards)) - self.committed())
+        if missing:
+            raise FileNotFoundError(f"{self.url}: {len(missing)} of {self.num_shards} parts missing: {missing[:10]}")
+        target = join(self.url, name)
+        with atomic_open(target) as out:
+            for shard in range(self.num_shards):
+                with open_read(self.part(shard)) as f:
+                    while chunk := f.read(1 << 20):
+                        out.write(chunk)
+        return target
+
+
+def shard_slice(items: list, shard: int, num_shards: int) -> list:
+    """The items of one shard: a strided slice, so shards stay balanced and stable for a fixed item order."""
+    return items[shard::num_shards]
