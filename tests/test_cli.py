@@ -1,0 +1,116 @@
+"""The `lift` command line: help everywhere, one-line errors with exit codes, and the stage marker contract."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from lift import cli, config, storage
+
+CALLS: list[str] = []
+
+
+def fake_stage(cfg) -> dict:
+    CALLS.append(cfg.out)
+    storage.write_text(storage.join(cfg.out, "result.txt"), str(cfg.batch_size))
+    return {"videos": 7}
+
+
+def failing_stage(cfg) -> dict:
+    storage.write_text(storage.join(cfg.out, "partial.txt"), "half")
+    raise RuntimeError("boom")
+
+
+def _help_paths() -> list[list[str]]:
+    paths = [[]]
+    paths += [[name] for name in ["data", "models", *cli.STAGE_HELP, "pipeline", "report", "wait", "config"]]
+    paths += [["data", "toy"], ["data", "import"], ["data", "export"], ["models", "tiny"], ["config", "show"]]
+    return paths
+
+
+@pytest.mark.parametrize("path", _help_paths(), ids=lambda p: " ".join(p) or "lift")
+def test_help_on_every_command(path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main([*path, "--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lift") and len(out.splitlines()) > 3
+
+
+def test_console_script_installed():
+    out = subprocess.run([sys.executable, "-m", "lift", "config", "show", "score"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "mode: logits" in out.stdout and "# s(label) of LiFT's reward" in out.stdout
+
+
+def test_typo_fails_before_work_with_suggestion(capsys):
+    assert cli.main(["align", "trainer.lrr=1e-5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lift: config error: command line: unknown config key 'trainer.lrr'; did you mean 'lr'?"]
+
+
+def test_unbuilt_stage_exits_nonzero(capsys, monkeypatch):
+    monkeypatch.setitem(cli.STAGES, "evaluate", None)
+    assert cli.main(["evaluate"]) == 3
+    assert "stage 'evaluate' is not built yet" in capsys.readouterr().err
+
+
+def test_missing_config_file_is_one_line(tmp_path, capsys):
+    assert cli.main(["score", "--config", str(tmp_path / "absent.yaml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lift: error:") and "absent.yaml" in err and "\n" not in err
+
+
+def test_run_stage_seals_skips_and_reruns(root_url):
+    CALLS.clear()
+    target = f"{__name__}:fake_stage"
+    cfg = config.load("score", None, [f"out={root_url}/scores"])
+    assert cli.run_stage("score", target, cfg) == {"videos": 7}
+    marker = storage.read_marker(cfg.out)
+    assert marker["stage"] == "score" and marker["config_hash"] == config.config_hash(cfg)
+    assert marker["counts"] == {"videos": 7}
+    assert config.load("score", storage.join(cfg.out, "config.yaml")) == cfg, "resolved config saved beside output"
+    cli.run_stage("score", target, cfg)
+    assert len(CALLS) == 1, "a sealed output with the same config is skipped"
+    cli.run_stage("score", target, cfg, force=True)
+    assert len(CALLS) == 2
+    changed = config.load("score", None, [f"out={root_url}/scores", "batch_size=3"])
+    cli.run_stage("score", target, changed)
+    assert len(CALLS) == 3 and storage.read_marker(cfg.out)["config_hash"] == config.config_hash(changed)
+
+
+def test_failed_stage_leaves_no_marker(root_url):
+    cfg = config.load("score", None, [f"out={root_url}/scores"])
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.run_stage("score", f"{__name__}:failing_stage", cfg)
+    assert storage.read_marker(cfg.out) is None
+
+
+def test_failure_exit_code_through_main(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(cli.STAGES, "score", f"{__name__}:failing_stage")
+    assert cli.main(["score", f"out={tmp_path}/s"]) == 1
+    assert capsys.readouterr().err.strip().endswith("lift: error: RuntimeError: boom")
+
+
+def test_wait_returns_when_sealed_and_times_out(root_url, capsys):
+    out = storage.join(root_url, "stage")
+    assert cli.main(["wait", out, "--timeout", "0.2", "--interval", "0.05"]) == 1
+    assert "still not complete after" in capsys.readouterr().err
+    storage.write_marker(out, "data", "h")
+    assert cli.main(["wait", out, storage.join(out, storage.MARKER), "--interval", "0.05"]) == 0
+
+
+def test_config_show_with_overrides(capsys):
+    assert cli.main(["config", "show", "critic", "run=s3://b/r", "lora.r=4"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["run"] == "s3://b/r" and shown["out"] == "s3://b/r/critic" and shown["lora"]["r"] == 4
+
+
+def test_secrets_are_redacted_from_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "sup3r-s3cret-value")
+    assert cli.main(["score", "--config", str(tmp_path / "sup3r-s3cret-value.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "sup3r-s3cret-value" not in err and "***" in err

@@ -1,0 +1,111 @@
+"""The storage contract, run identically on file://, memory:// and a real S3 endpoint on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lift import storage
+
+
+def test_roundtrip_and_listing(root_url):
+    storage.write_text(storage.join(root_url, "a/b.txt"), "hello")
+    storage.write_json(storage.join(root_url, "a/c.json"), {"x": 1})
+    assert storage.read_text(storage.join(root_url, "a/b.txt")) == "hello"
+    assert storage.read_json(storage.join(root_url, "a/c.json")) == {"x": 1}
+    assert storage.listdir(storage.join(root_url, "a")) == ["b.txt", "c.json"]
+    assert storage.listdir(storage.join(root_url, "absent")) == []
+    assert storage.exists(storage.join(root_url, "a/b.txt"))
+    storage.remove(storage.join(root_url, "a"))
+    assert not storage.exists(storage.join(root_url, "a/b.txt"))
+
+
+def test_missing_object_names_url(root_url):
+    url = storage.join(root_url, "nope.json")
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        storage.read_json(url)
+
+
+def test_invalid_json_names_url_and_line(root_url):
+    url = storage.join(root_url, "bad.json")
+    storage.write_text(url, '{\n "a": 1,\n oops\n}')
+    with pytest.raises(ValueError, match=r"bad\.json: line 3"):
+        storage.read_json(url)
+
+
+@pytest.mark.parametrize("mode", ["wb", "w"])
+def test_atomic_open_commits_only_on_success(root_url, mode):
+    url = storage.join(root_url, "obj.bin")
+    storage.write_bytes(url, b"old")
+    payload = b"new-content" if mode == "wb" else "new-content"
+    with pytest.raises(RuntimeError):
+        with storage.atomic_open(url, mode) as f:
+            f.write(payload)
+            raise RuntimeError("writer died half way")
+    assert storage.read_bytes(url) == b"old"
+    assert storage.listdir(root_url) == ["obj.bin"], "no temporary files may be left behind"
+    with storage.atomic_open(url, mode) as f:
+        f.write(payload)
+        assert storage.read_bytes(url) == b"old", "readers see the old object until the writer finishes"
+    assert storage.read_bytes(url) == b"new-content"
+
+
+def test_marker_contract(root_url):
+    out = storage.join(root_url, "stage")
+    assert storage.read_marker(out) is None
+    assert not storage.is_complete(out)
+    marker = storage.write_marker(out, "score", "abc123", {"videos": 3}, seconds=1.5)
+    assert storage.is_complete(out)
+    assert storage.is_complete(out, "abc123")
+    assert not storage.is_complete(out, "other")
+    stored = storage.read_marker(out)
+    assert stored == marker
+    assert stored["stage"] == "score" and stored["counts"] == {"videos": 3}
+    assert "torch" in stored["versions"] and stored["time"].endswith("Z")
+
+
+def test_shards_commit_skip_and_merge(root_url):
+    shards = storage.Shards(storage.join(root_url, "parts"), num_shards=4)
+    assert shards.todo(0, 2) == [0, 2] and shards.todo(1, 2) == [1, 3]
+    shards.commit(2, b'{"i": 2}\n')
+    assert shards.committed() == {2}
+    assert shards.todo(0, 2) == [0], "a committed part is never redone"
+    with pytest.raises(FileNotFoundError, match="3 of 4 parts missing"):
+        shards.merge("all.jsonl")
+    for s in (0, 1, 3):
+        shards.commit(s, json.dumps({"i": s}).encode() + b"\n")
+    assert shards.todo(0, 1) == []
+    merged = shards.merge("all.jsonl")
+    assert [json.loads(line)["i"] for line in storage.read_text(merged).splitlines()] == [0, 1, 2, 3]
+
+
+def test_shards_resume_with_other_world_size(root_url):
+    url = storage.join(root_url, "parts")
+    first = storage.Shards(url, num_shards=6)
+    for s in first.todo(0, 3):  # rank 0 of 3 finished before a crash
+        first.commit(s, b"x")
+    again = storage.Shards(url, num_shards=6)
+    assert sorted(again.todo(0, 2) + again.todo(1, 2)) == [1, 2, 4, 5]
+
+
+def test_shards_refuse_mixed_shard_counts(root_url):
+    url = storage.join(root_url, "parts")
+    storage.Shards(url, num_shards=2).commit(0, b"x")
+    with pytest.raises(ValueError, match="written with 2 shards, this run uses 3"):
+        storage.Shards(url, num_shards=3).committed()
+
+
+def test_shard_slice_covers_every_item_once():
+    items = list(range(11))
+    slices = [storage.shard_slice(items, s, 4) for s in range(4)]
+    assert sorted(sum(slices, [])) == items
+
+
+def test_s3_endpoint_comes_from_environment(s3_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    opts = storage.storage_options("s3")
+    assert opts["client_kwargs"] == {"endpoint_url": s3_endpoint, "region_name": "eu-west-1"}
+    assert storage.storage_options("file") == {}
+    fs, path = storage.filesystem("s3://lift-test/x")
+    assert path == "lift-test/x" and "s3" in fs.protocol

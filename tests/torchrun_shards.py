@@ -1,0 +1,23 @@
+"""Worker for test_dist: under torchrun, every rank commits its shards of one output through `run_stage`."""
+
+import json
+import sys
+
+from lift import cli, config, dist, logs, storage
+
+
+def stage(cfg) -> dict:
+    rt = dist.init()
+    shards = storage.Shards(cfg.out, num_shards=5)
+    mine = shards.todo(rt.rank, rt.world_size)
+    for shard in mine:
+        shards.commit(shard, json.dumps({"shard": shard, "rank": rt.rank}).encode() + b"\n")
+    done = dist.all_gather_objects(len(mine))
+    return {"ranks": rt.world_size, "parts_written": sum(done)}
+
+
+if __name__ == "__main__":
+    logs.setup()
+    cfg = config.load("score", None, [f"out={sys.argv[1]}"])
+    cli.run_stage("score", "torchrun_shards:stage", cfg)
+    dist.shutdown()
