@@ -15,7 +15,7 @@ import logging
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Iterable, Literal
 
-from lift import logs, storage
+from lift import storage
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,6 @@ def write_rejected(url: str, problems: list[Problem]) -> None:
     storage.write_text(url, "".join(p.to_json() + "\n" for p in problems))
     if problems:
         log.warning("skipped %d bad entries; they are kept in %s", len(problems), url)
-    logs.event(log, "rejected entries written", rejected=len(problems), url=url)
 
 
 def write_manifest(url: str, records: Iterable[Record]) -> int:
@@ -112,7 +111,7 @@ def video_url(manifest_url: str, record: Record) -> str:
     return storage.join(storage.parent(manifest_url), record.video)
 
 
-def _json_type(value) -> str:
+def json_type(value) -> str:
     """JSON's name for a decoded value's type, as the person who wrote the file knows it."""
     names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
@@ -126,13 +125,13 @@ def unsafe_path(path: str) -> bool:
 def check_record(obj) -> list[str]:
     """Every reason why a decoded JSON value is not a valid record (empty when it is)."""
     if not isinstance(obj, dict):
-        return [f"a record must be a JSON object, got {_json_type(obj)}"]
+        return [f"a record must be a JSON object, got {json_type(obj)}"]
     problems = [f"missing field '{k}'" for k in REQUIRED if k not in obj]
     problems += [f"unknown field '{k}' (fields: {', '.join(REQUIRED + OPTIONAL)})" for k in obj
                  if k not in REQUIRED + OPTIONAL]
     for key in ("id", "video", "prompt"):
         if key in obj and not (isinstance(obj[key], str) and obj[key].strip()):
-            problems.append(f"'{key}' must be a non-empty string, got {_json_type(obj[key])} {obj[key]!r}")
+            problems.append(f"'{key}' must be a non-empty string, got {json_type(obj[key])} {obj[key]!r}")
     if isinstance(obj.get("video"), str) and unsafe_path(obj["video"]):
         problems.append(f"'video' must be a relative path inside the manifest's folder, got {obj['video']!r}")
     problems += _check_by_dimension(obj, "labels", required=True)
@@ -148,7 +147,7 @@ def _check_by_dimension(obj: dict, key: str, required: bool) -> list[str]:
     value = obj[key]
     if not isinstance(value, dict):
         return [f"'{key}' must be an object of dimension -> {'label' if key == 'labels' else 'text'}, "
-                f"got {_json_type(value)}"]
+                f"got {json_type(value)}"]
     problems = [f"unknown dimension '{d}' in '{key}' (dimensions: {', '.join(DIMENSIONS)})" for d in value
                 if d not in DIMENSIONS]
     missing = [d for d in DIMENSIONS if d not in value]
@@ -160,7 +159,7 @@ def _check_by_dimension(obj: dict, key: str, required: bool) -> list[str]:
         if key == "labels" and v not in LABELS:
             problems.append(f"unknown label {v!r} for '{dim}' (labels: {', '.join(LABELS)})")
         if key == "reasons" and not isinstance(v, str):
-            problems.append(f"'reasons.{dim}' must be a string, got {_json_type(v)}")
+            problems.append(f"'reasons.{dim}' must be a string, got {json_type(v)}")
     return problems
 
 

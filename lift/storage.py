@@ -86,6 +86,12 @@ def remove(url: str) -> None:
         fs.rm(path, recursive=True)
 
 
+def upload_dir(local_dir: str, url: str) -> None:
+    """Copy a local folder's files under a URL; each object lands whole, the caller seals the folder after."""
+    fs, path = filesystem(url)
+    fs.put(local_dir.rstrip("/") + "/", path, recursive=True)
+
+
 def open_read(url: str, mode: str = "rb") -> IO:
     """A streaming reader: object stores are read in ranges, never copied whole to local disk."""
     fs, path = filesystem(url)

@@ -1,0 +1,240 @@
+"""The training loop shared by `lift critic` and `lift align`: load checkpoint -> while not done: step, maybe save.
+
+Stage modules bring the model, the dataset and a loss function; this module owns parallelism (FSDP2), the
+optimizer and schedule, gradient accumulation and clipping, non-finite losses, checkpoints, logs and TensorBoard.
+
+Determinism: the data order is a function of (seed, epoch) and each global batch is split across ranks in rank
+order, so a run with W ranks x batch b sees the same examples per step as one process with batch W*b, and a
+resumed run continues with exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as torch_dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lift import dist, logs, storage
+from lift.checkpoint import Checkpointer, TrainState
+from lift.config import TrainerConfig
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, dict, int], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Per-rank slices of seeded global batches; `start` skips the batches a resumed run already consumed."""
+
+    def __init__(self, size: int, batch_size: int, rank: int, world_size: int, seed: int):
+        self.size, self.batch_size, self.rank, self.world_size, self.seed = size, batch_size, rank, world_size, seed
+        self.global_batch = batch_size * world_size
+        if size < self.global_batch:
+            raise ValueError(f"dataset has {size} examples, fewer than one global batch ({self.global_batch})")
+        self.epoch, self.start = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.size // self.global_batch
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        for b in range(self.start, self.batches_per_epoch):
+            first = b * self.global_batch + self.rank * self.batch_size
+            yield order[first : first + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+
+def shard_model(model: torch.nn.Module, blocks: list[torch.nn.Module], runtime: dist.Runtime,
+                cfg: TrainerConfig) -> torch.nn.Module:
+    """Parallelism in a fixed order: activation checkpointing is the caller's (library switch) ->
+    `fully_shard` per block -> `fully_shard` on the root. bf16 parameters with fp32 reductions on GPU."""
+    if not runtime.distributed:
+        return model
+    if not cfg.fsdp:
+        return torch.nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy()
+    if runtime.device.type == "cuda" and cfg.mixed_precision == "bf16":
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for block in blocks:
+        fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded CPU weights on every rank (a collective: call it on all ranks), for exports."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def total_steps(cfg: TrainerConfig, batches_per_epoch: int) -> int:
+    return cfg.max_steps if cfg.max_steps > 0 else max(1, cfg.epochs * batches_per_epoch // cfg.grad_accum)
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device):
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                             fused=device.type == "cuda")
+
+
+def build_scheduler(optimizer, cfg: TrainerConfig, steps: int):
+    from transformers import get_scheduler
+
+    warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(cfg.warmup_ratio * steps)
+    name = {"cosine": "cosine", "cosine_with_restarts": "cosine_with_restarts", "constant": "constant_with_warmup"}
+    extra = {"num_cycles": cfg.num_cycles} if cfg.schedule == "cosine_with_restarts" else {}
+    return get_scheduler(name[cfg.schedule], optimizer, num_warmup_steps=min(warmup, steps),
+                         num_training_steps=steps, scheduler_specific_kwargs=extra)
+
+
+@dataclass
+class _Board:
+    """TensorBoard on rank 0; event files go to a local folder and are copied to object storage at checkpoints."""
+
+    url: str
+    enabled: bool
+
+    def __post_init__(self):
+        self.writer = None
+        if not self.enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.local = storage.filesystem(self.url)[1] if storage.protocol_of(self.url) == "file" else tempfile.mkdtemp(prefix="lift-tb-")
+        self.writer = SummaryWriter(self.local)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def sync(self) -> None:
+        if not self.writer:
+            return
+        self.writer.flush()
+        if storage.protocol_of(self.url) != "file":
+            storage.upload_dir(self.local, self.url)
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    if not torch_dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    torch_dist.all_reduce(t)
+    return {k: v / torch_dist.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def fit(
+    *,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    collate: Callable[[list], dict],
+    loss_fn: LossFn,
+    cfg: TrainerConfig,
+    out_url: str,
+    fingerprint: dict,
+    runtime: dist.Runtime,
+) -> dict:
+    """Train until the configured number of optimizer steps; returns counters for the stage's marker."""
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed)
+    steps = total_steps(cfg, sampler.batches_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg, runtime.device)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, cfg, steps),
+                       trainable_only=len(params) < sum(1 for _ in model.parameters()))
+    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints)
+    resumed = ckpt.load(state)
+    board = _Board(storage.join(out_url, "tensorboard"), runtime.is_main)
+    workers = cfg.num_workers if len(dataset) > cfg.batch_size else 0
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                        persistent_workers=False, pin_memory=runtime.device.type == "cuda",
+                        multiprocessing_context="spawn" if workers else None)
+    skipped, window, t0 = 0, [], time.time()
+    bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")
+    logs.event(log, "training", steps=steps, resumed_at=state.step if resumed else 0, examples=len(dataset),
+               global_batch=sampler.global_batch * cfg.grad_accum, world_size=runtime.world_size)
+    model.train()
+    while state.step < steps:
+        micro = state.step * cfg.grad_accum
+        epoch, start = divmod(micro, sampler.batches_per_epoch)
+        sampler.set_position(epoch, start)
+        batches = iter(loader)
+        while state.step < steps:
+            group = []
+            for _ in range(cfg.grad_accum):
+                if (batch := next(batches, None)) is None:
+                    break
+                group.append(batch)
+            if len(group) < cfg.grad_accum:
+                break  # epoch boundary: the outer loop starts the next epoch's order
+            loss_sum, metrics, nonfinite = 0.0, {}, False
+            for batch in group:
+                loss, extra = loss_fn(model, batch, state.step)
+                nonfinite |= not bool(torch.isfinite(loss.detach()))
+                (loss / cfg.grad_accum).backward()
+                loss_sum += float(loss.detach()) / cfg.grad_accum
+                for k, v in extra.items():
+                    metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum
+            flag = torch.tensor(float(nonfinite))
+            if torch_dist.is_initialized():
+                torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+            if flag.item():
+                ids = [i for b in group for i in b.get("ids", [])]
+                if cfg.on_nonfinite == "stop":
+                    raise FloatingPointError(f"non-finite loss at step {state.step} (rank {runtime.rank}, "
+                                             f"batch ids {ids}); set trainer.on_nonfinite=skip to skip such steps")
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                log.warning("skipped step %d: non-finite loss (batch ids %s)", state.step, ids)
+                state.step += 1
+                state.scheduler.step()
+                bar.update()
+                continue
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.scheduler.step()
+            state.step += 1
+            bar.update()
+            window.append(loss_sum)
+            if state.step % cfg.log_every == 0 or state.step == steps:
+                elapsed = time.time() - t0
+                scalars = _mean_across_ranks({"loss": sum(window) / len(window), **metrics})
+                scalars.update(lr=state.scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+                               samples_per_s=len(window) * cfg.grad_accum * sampler.global_batch / max(elapsed, 1e-9),
+                               peak_memory_gb=_peak_memory_gb(runtime.device))
+                board.scalars(state.step, scalars)
+                logs.event(log, "step", step=state.step, **{k: f"{v:.4g}" for k, v in scalars.items()})
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                window, t0 = [], time.time()
+            if cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0 and state.step < steps:
+                ckpt.save(state)
+                board.sync()
+    bar.close()
+    ckpt.save(state)
+    board.sync()
+    return {"steps": state.step, "skipped_steps": skipped, "examples": len(dataset), "resumed": bool(resumed)}
+
