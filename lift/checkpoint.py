@@ -36,6 +36,8 @@ class TrainState(Stateful):
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, trainable_only: bool):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.options = StateDictOptions(ignore_frozen_params=trainable_only)
+        # Frozen weights are not checkpointed (they come from the base model), so loading cannot be strict.
+        self.load_options = StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
         self.step = 0
 
     def state_dict(self) -> dict:
@@ -47,8 +49,8 @@ class TrainState(Stateful):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        set_model_state_dict(self.model, state["model"], options=self.options)
-        set_optimizer_state_dict(self.model, self.optimizer, state["optim"], options=self.options)
+        set_model_state_dict(self.model, state["model"], options=self.load_options)
+        set_optimizer_state_dict(self.model, self.optimizer, state["optim"], options=self.load_options)
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
 

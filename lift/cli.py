@@ -9,6 +9,8 @@
     lift report RUN_URL
     lift wait URL [URL ...]
     lift config show STAGE [--config FILE_OR_URL] [key=value ...]
+    lift submit STAGE [launch options] [--dry-run] [-- key=value ...]   # a PyTorchJob (lift/submit.py)
+    lift status JOB | lift logs JOB [--follow]
 
 Exit status is 0 on success; otherwise non-zero with a one-line reason on stderr.
 """
@@ -22,18 +24,18 @@ import sys
 import time
 import traceback
 
-from lift import config, dist, logs, storage
+from lift import config, dist, logs, storage, submit
 
 log = logging.getLogger("lift")
 
 # stage -> "module:function" taking the resolved config and returning the counts for its _SUCCESS marker.
 # None marks a stage whose implementation has not landed yet.
 STAGES: dict[str, str | None] = {
-    "critic": None,
-    "critic-eval": None,
-    "generate": None,
-    "score": None,
-    "align": None,
+    "critic": "lift.critic:run",
+    "critic-eval": "lift.critic_eval:run",
+    "generate": "lift.generate:run",
+    "score": "lift.score:run",
+    "align": "lift.align:run",
     "evaluate": None,
 }
 STAGE_HELP = {
@@ -45,8 +47,11 @@ STAGE_HELP = {
     "evaluate": "compare base and aligned models with the critic",
 }
 # Commands of `lift data` / `lift models` -> implementation; None until built.
-DATA_COMMANDS: dict[str, str | None] = {"toy": None, "import": None, "export": None}
-MODEL_COMMANDS: dict[str, str | None] = {"tiny": None}
+DATA_COMMANDS: dict[str, str | None] = {
+    "toy": "lift.toy:generate", "import": "lift.release:import_release", "export": "lift.release:export_release",
+}
+MODEL_COMMANDS: dict[str, str | None] = {"tiny": "lift.zoo:write_tiny"}
+STARTED = "_STARTED"  # which config is writing this output: parts of another config are never reused
 PIPELINE_ORDER = ["data", "critic", "critic-eval", "generate", "score", "align", "evaluate"]
 
 
@@ -64,6 +69,8 @@ def _resolve(target: str | None, what: str):
 def run_stage(stage: str, target: str | None, cfg, force: bool = False) -> dict | None:
     """Skip-if-sealed, run, then seal: the marker contract of every stage in one place.
 
+    Committed part files are kept for a rerun of the same config (so it finishes only the rest) and dropped when
+    the config changed or `--force` is given, together with the old marker; `--force` also drops checkpoints.
     The stage function does the work (on every rank); rank 0 saves the resolved config and writes `_SUCCESS`
     last, after all ranks are done.
     """
@@ -73,12 +80,19 @@ def run_stage(stage: str, target: str | None, cfg, force: bool = False) -> dict 
     if marker and marker.get("config_hash") == digest and not force:
         logs.event(log, f"{stage}: already complete, skipping (use --force to rerun)", out=cfg.out, config_hash=digest)
         return marker.get("counts")
-    if marker:
-        logs.event(log, f"{stage}: output sealed by another config, rerunning", out=cfg.out,
-                   old=marker.get("config_hash"), new=digest)
+    started_url = storage.join(cfg.out, STARTED)
+    started = storage.read_json(started_url) if storage.exists(started_url) else None
+    stale = force or bool(marker) or (started is not None and started.get("config_hash") != digest)
+    runtime = dist.init()
+    if runtime.is_main:
+        if stale:
+            logs.event(log, f"{stage}: discarding earlier output of {'--force' if force else 'another config'}",
+                       out=cfg.out, new=digest)
+            storage.unseal(cfg.out, drop=("checkpoints",) if force else ())
+        storage.write_json(started_url, {"stage": stage, "config_hash": digest})
+    dist.barrier()
     start = time.time()
     counts = fn(cfg) or {}
-    runtime = dist.init()
     dist.barrier()
     if runtime.is_main:
         config.save(cfg, storage.join(cfg.out, "config.yaml"))
@@ -161,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("stage", choices=list(config.SCHEMAS), metavar="STAGE", help=", ".join(config.SCHEMAS))
     show.add_argument("--config", metavar="FILE_OR_URL", help="YAML config to merge")
     show.add_argument("overrides", nargs="*", metavar="key=value", help="overrides to merge")
+
+    submit.add_parsers(sub)
     return parser
 
 
@@ -218,6 +234,8 @@ def _dispatch(args) -> None:
         run_pipeline(cfg, force=args.force)
     elif args.command == "report":
         _resolve(None, "lift report")(args.run_url)
+    elif args.command in submit.COMMANDS:
+        submit.dispatch(args)
     else:
         cfg = config.load(args.command, args.config, args.overrides)
         run_stage(args.command, STAGES[args.command], cfg, force=args.force)

@@ -88,6 +88,8 @@ class ToyConfig:
     """Prompts written to prompts.jsonl for rollouts (held out from nothing: the toy world is infinite)."""
     num_real: int = 200
     """Clean clips with captions written to real/ (the D_real set of LiFT's objective)."""
+    label_mix: Dict[str, float] = field(default_factory=lambda: {"Good": 0.35, "Normal": 0.15, "Bad": 0.5})
+    """Relative weights of the labels drawn per clip and dimension (LiFT-HRA: ~35% Good, 15% Normal, 50% Bad)."""
 
 
 @dataclass
@@ -155,6 +157,8 @@ class CriticModelConfig:
     """Hub id, local folder or object-storage URL (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."""
     frames: int = 8
     """Frames sampled uniformly per video (LiFT: 8)."""
+    sample_fps: float = 4.0
+    """Rate the sampled frames are shown at (frames / clip seconds); Qwen2.5-VL places video tokens in time by it."""
     answer_format: Literal["label_first", "reason_first"] = "label_first"
     """label_first is LiFT's '<Label>. <reason>'; reason_first says what it sees, then judges."""
     with_reasons: bool = True
@@ -192,6 +196,10 @@ class CriticEvalConfig:
     """Output folder: accuracy.json, accuracy.md."""
     split: Literal["train", "test"] = "test"
     """Manifest split to evaluate."""
+    mode: Literal["logits", "generate"] = "logits"
+    """How labels are read: argmax of label probabilities, or parsed from greedy answers."""
+    max_new_tokens: int = 64
+    """Longest generated answer in generate mode (and reason-first critics' reasons)."""
     batch_size: int = 8
     """Videos per forward pass per rank."""
     num_shards: int = 0
@@ -268,6 +276,10 @@ class ScoreConfig:
     """logits: label probabilities from one forward; generate: greedy answers with reasons."""
     label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
     """s(label) of LiFT's reward r = mean over dimensions of s(label)."""
+    dimension_weights: Dict[str, float] = field(
+        default_factory=lambda: {"semantic": 1.0, "motion": 1.0, "fidelity": 1.0}
+    )
+    """Weight of each dimension in the reward's mean."""
     batch_size: int = 8
     """Videos per forward pass per rank."""
     max_new_tokens: int = 64

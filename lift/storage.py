@@ -203,6 +203,20 @@ def is_complete(out_url: str, config_hash: str | None = None) -> bool:
     return marker is not None and (config_hash is None or marker.get("config_hash") == config_hash)
 
 
+def unseal(out_url: str, drop: tuple[str, ...] = ()) -> None:
+    """Make an output folder incomplete again: its marker and every part file under it go (plus `drop` subfolders),
+    so a rerun of a different config cannot mistake old parts for its own."""
+    remove(join(out_url, MARKER))
+    fs, root = filesystem(out_url)
+    fs.invalidate_cache(root)
+    if fs.exists(root):
+        for path in fs.find(root):
+            if _PART.match(path.rstrip("/").rsplit("/", 1)[-1]):
+                fs.rm(path)
+    for name in drop:
+        remove(join(out_url, name))
+
+
 @dataclass(frozen=True)
 class Shards:
     """One output folder written as `num_shards` part files, each committed atomically by whichever rank owns it.

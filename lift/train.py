@@ -3,8 +3,8 @@
 Stage modules bring the model, the dataset and a loss function; this module owns parallelism (FSDP2), the
 optimizer and schedule, gradient accumulation and clipping, non-finite losses, checkpoints, logs and TensorBoard.
 
-Determinism: the data order is a function of (seed, epoch) and each global batch is split across ranks in rank
-order, so a run with W ranks x batch b sees the same examples per step as one process with batch W*b, and a
+Determinism: the data order is a function of (seed, epoch), random draws of a step are a function of
+(seed, step, rank), and each global batch is split across ranks in rank order, so a run with W ranks x batch b sees the same examples per step as one process with batch W*b, and a
 resumed run continues with exactly the batches an uninterrupted run would have seen.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import resource
 import tempfile
 import time
@@ -146,6 +148,14 @@ def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     return {k: v / torch_dist.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
+def _fault_injection(step: int, rank: int) -> None:
+    """Crash tests: LIFT_FAULT_KILL_AT_STEP=N (and LIFT_FAULT_RANK, default 0) SIGKILLs that rank after step N."""
+    at = os.environ.get("LIFT_FAULT_KILL_AT_STEP")
+    if at is not None and step == int(at) and rank == int(os.environ.get("LIFT_FAULT_RANK", "0")):
+        log.warning("fault injection: SIGKILL at step %d on rank %d", step, rank)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def fit(
     *,
     model: torch.nn.Module,
@@ -170,7 +180,8 @@ def fit(
     workers = cfg.num_workers if len(dataset) > cfg.batch_size else 0
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                         persistent_workers=False, pin_memory=runtime.device.type == "cuda",
-                        multiprocessing_context="spawn" if workers else None)
+                        # fork is safe with fsspec/s3fs: fsspec resets its event loop and instance cache after fork
+                        multiprocessing_context="fork" if workers else None)
     skipped, window, t0 = 0, [], time.time()
     bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")
     logs.event(log, "training", steps=steps, resumed_at=state.step if resumed else 0, examples=len(dataset),
@@ -190,6 +201,9 @@ def fit(
             if len(group) < cfg.grad_accum:
                 break  # epoch boundary: the outer loop starts the next epoch's order
             loss_sum, metrics, nonfinite = 0.0, {}, False
+            # Dropout and noise draw from a generator that is a function of (seed, step, rank): a resumed run
+            # draws exactly what the uninterrupted run drew, with no RNG state to checkpoint.
+            torch.manual_seed(cfg.seed * 1_000_003 + state.step * 1_009 + runtime.rank)
             for batch in group:
                 loss, extra = loss_fn(model, batch, state.step)
                 nonfinite |= not bool(torch.isfinite(loss.detach()))
@@ -219,6 +233,7 @@ def fit(
             state.scheduler.step()
             state.step += 1
             bar.update()
+            _fault_injection(state.step, runtime.rank)
             window.append(loss_sum)
             if state.step % cfg.log_every == 0 or state.step == steps:
                 elapsed = time.time() - t0

@@ -61,3 +61,24 @@ def root_url(request, tmp_path) -> str:
     if request.param == "memory":
         return f"memory://lift-test/{uuid.uuid4().hex[:12]}"
     return request.getfixturevalue("s3_url")
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory) -> str:
+    """The tiny model zoo, built once per session into a plain local folder."""
+    from lift import zoo
+
+    out = str(tmp_path_factory.mktemp("zoo"))
+    zoo.write_tiny(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory) -> str:
+    """A small toy world (manifest, videos, prompts, real set), built once per session."""
+    from lift import cli, config
+
+    out = str(tmp_path_factory.mktemp("toy") / "data")
+    cfg = config.load("data", None, [f"out={out}", "toy.num_clips=24", "toy.num_prompts=6", "toy.num_real=8"])
+    cli.run_stage("data", cli.DATA_COMMANDS["toy"], cfg)
+    return out

@@ -1,0 +1,203 @@
+"""`lift score`: rate videos with a trained critic and turn the ratings into LiFT's reward.
+
+Two modes, both deterministic and batched (B videos x 3 questions per forward):
+- `logits` (default): one forward per batch reads P(Good/Normal/Bad) where the answer states its label; the label
+  is the argmax and the reward the expectation of s(label). Reason-first critics first say a short greedy reason.
+- `generate`: greedy decoding of the whole answer with its reason; the label is parsed, and an answer that states
+  none is recorded as unparsable and left out of the reward (counted in the marker), never taken as Good.
+
+    lift score                                        # toy run folder
+    torchrun --nproc-per-node 8 -m lift score rollouts=s3://b/run/rollouts critic=s3://b/run/critic/model
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from lift import critic, dist, hra, logs, models, storage, video
+
+log = logging.getLogger(__name__)
+SCORES = "scores.jsonl"
+
+
+def reward_from_labels(labels: dict[str, str | None], label_scores: dict, weights: dict) -> float | None:
+    """LiFT's r = weighted mean over dimensions of s(label); None when any dimension has no label."""
+    if any(labels.get(d) is None for d in hra.DIMENSIONS):
+        return None
+    total = sum(weights[d] for d in hra.DIMENSIONS)
+    return sum(weights[d] * label_scores[labels[d]] for d in hra.DIMENSIONS) / total
+
+
+def reward_from_probs(probs: dict[str, dict[str, float]], label_scores: dict, weights: dict) -> float:
+    """The expectation of s(label) under the critic's label probabilities, weighted over dimensions."""
+    total = sum(weights[d] for d in hra.DIMENSIONS)
+    return sum(weights[d] * sum(p * label_scores[l] for l, p in probs[d].items()) for d in hra.DIMENSIONS) / total
+
+
+@dataclass
+class Item:
+    id: str
+    video: str  # as written in the input manifest (relative to it)
+    url: str  # resolved
+    prompt: str
+
+
+def read_items(manifest_url: str) -> list[Item]:
+    """Videos to score from a rollout or HRA manifest: `id`, `video` (relative) and `prompt` on each line."""
+    items, problems = [], []
+    for n, line in enumerate(storage.read_text(manifest_url).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            items.append(Item(str(obj["id"]), obj["video"], storage.join(storage.parent(manifest_url), obj["video"]),
+                              obj["prompt"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            problems.append(f"{manifest_url}:{n}: {type(e).__name__}: {e}")
+    if problems:
+        raise ValueError(f"{len(problems)} bad line(s):\n" + "\n".join(problems[:20]))
+    if not items:
+        raise ValueError(f"{manifest_url}: no videos to score")
+    return items
+
+
+class _Frames(torch.utils.data.Dataset):
+    def __init__(self, items: list[Item], frames: int):
+        self.items, self.frames = items, frames
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i], video.read_video(self.items[i].url, self.frames).permute(0, 3, 1, 2)
+
+
+class Scorer:
+    """A loaded critic with its prompt format; `rate` answers the three questions for a batch of videos."""
+
+    def __init__(self, critic_url: str, device: torch.device, max_new_tokens: int = 64):
+        self.url, self.device, self.max_new_tokens = critic_url, device, max_new_tokens
+        recorded = storage.read_marker(critic_url) or {}  # our exports record how the critic was trained
+        self.answer_format = recorded.get("answer_format", "label_first")
+        self.frames = int(recorded.get("frames", 8))
+        self.fps = float(recorded.get("sample_fps", 4.0))
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.model, self.processor = models.load_critic(critic_url, dtype=dtype, device=device)
+        self.model.eval()
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"  # generation and last-position logits need left padding
+        self.label_ids = critic.label_token_ids(self.tokenizer, self.answer_format)
+
+    def _encode(self, texts: list[str], frames: list[torch.Tensor]) -> dict:
+        enc = self.processor(text=texts, videos=frames, fps=self.fps, padding=True, return_tensors="pt")
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in enc.items()}
+
+    def _prompts(self, items: list[Item]) -> list[str]:
+        return [self.processor.apply_chat_template(critic.messages(it.prompt, d), tokenize=False,
+                                                   add_generation_prompt=True)
+                for it in items for d in hra.DIMENSIONS]
+
+    def _generate(self, texts: list[str], frames: list[torch.Tensor], max_new_tokens: int) -> list[str]:
+        enc = self._encode(texts, frames)
+        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def _label_probs(self, texts: list[str], frames: list[torch.Tensor]) -> torch.Tensor:
+        logits = self.model(**self._encode(texts, frames)).logits[:, -1, self.label_ids]
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+    @torch.inference_mode()
+    def rate(self, items: list[Item], frames: list[torch.Tensor], mode: str) -> list[dict]:
+        """Per video: labels, probs (logits mode), reasons, and the dimensions whose answer named no label."""
+        texts = self._prompts(items)
+        per_q = [f for f in frames for _ in hra.DIMENSIONS]
+        results = [{"labels": {}, "probs": {}, "reasons": {}, "unparsable": []} for _ in items]
+        if mode == "generate":
+            answers = self._generate(texts, per_q, self.max_new_tokens)
+        elif self.answer_format == "reason_first":
+            reasons = [critic.reason_of(a, "reason_first") for a in self._generate(texts, per_q, self.max_new_tokens)]
+            probs = self._label_probs([t + r + " " + critic.VERDICT for t, r in zip(texts, reasons)], per_q)
+        else:
+            probs = self._label_probs(texts, per_q)
+        for q in range(len(texts)):
+            res, dim = results[q // len(hra.DIMENSIONS)], hra.DIMENSIONS[q % len(hra.DIMENSIONS)]
+            if mode == "generate":
+                label = critic.parse_label(answers[q], self.answer_format)
+                res["labels"][dim] = label
+                res["reasons"][dim] = critic.reason_of(answers[q], self.answer_format)
+                if label is None:
+                    res["unparsable"].append(dim)
+                continue
+            res["probs"][dim] = {l: round(float(p), 6) for l, p in zip(hra.LABELS, probs[q])}
+            res["labels"][dim] = hra.LABELS[int(probs[q].argmax())]
+            if self.answer_format == "reason_first":
+                res["reasons"][dim] = reasons[q]
+        return results
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def score_sharded(items: list[Item], scorer: Scorer, out_url: str, mode: str, batch_size: int, num_shards: int,
+                  runtime: dist.Runtime, make_record) -> list[dict]:
+    """Rate every item once across ranks; committed parts are skipped, so a rerun finishes only the rest.
+
+    `make_record(item, rating) -> dict` shapes each output line. Returns all records (rank 0; merged in order).
+    """
+    shards = storage.Shards(out_url, num_shards or runtime.world_size)
+    todo = shards.todo(runtime.rank, runtime.world_size)
+    logs.event(log, "scoring", videos=len(items), shards=shards.num_shards, my_shards=len(todo), mode=mode)
+    bar = logs.progress(total=sum(len(storage.shard_slice(items, s, shards.num_shards)) for s in todo),
+                        desc="score", unit="video")
+    for shard in todo:
+        mine = storage.shard_slice(items, shard, shards.num_shards)
+        loader = torch.utils.data.DataLoader(_Frames(mine, scorer.frames), batch_size=batch_size,
+                                             collate_fn=_as_list, num_workers=min(2, len(mine)),
+                                             prefetch_factor=4 if len(mine) > 1 else None,
+                                             multiprocessing_context="fork" if len(mine) > 1 else None)
+        lines = []
+        for batch in loader:
+            batch_items, frames = [b[0] for b in batch], [b[1] for b in batch]
+            for it, rating in zip(batch_items, scorer.rate(batch_items, frames, mode)):
+                lines.append(json.dumps(make_record(it, rating), sort_keys=True))
+            bar.update(len(batch))
+        shards.commit(shard, "".join(line + "\n" for line in lines).encode())
+    bar.close()
+    dist.barrier()
+    if not runtime.is_main:
+        return []
+    merged = shards.merge(SCORES)
+    return [json.loads(line) for line in storage.read_text(merged).splitlines() if line.strip()]
+
+
+def run(cfg: DictConfig) -> dict:
+    """`lift score`: score records of DESIGN.md for every video of the rollouts (or any manifest) folder."""
+    runtime = dist.init()
+    for key in ("label_scores", "dimension_weights"):
+        expected = hra.LABELS if key == "label_scores" else hra.DIMENSIONS
+        if sorted(cfg[key]) != sorted(expected):
+            raise ValueError(f"config key '{key}' must have exactly the keys {list(expected)}, got {list(cfg[key])}")
+    items = read_items(storage.join(cfg.rollouts, "manifest.jsonl"))
+    scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens)
+    scores, weights = dict(cfg.label_scores), dict(cfg.dimension_weights)
+
+    def make_record(item: Item, rating: dict) -> dict:
+        reward = (reward_from_probs(rating["probs"], scores, weights) if cfg.mode == "logits"
+                  else reward_from_labels(rating["labels"], scores, weights))
+        return {"id": item.id, "video": item.video, "prompt": item.prompt, "labels": rating["labels"],
+                "probs": rating["probs"], "reasons": rating["reasons"], "unparsable": rating["unparsable"],
+                "reward": None if reward is None else round(reward, 6), "critic": cfg.critic, "mode": cfg.mode}
+
+    records = score_sharded(items, scorer, cfg.out, cfg.mode, cfg.batch_size, cfg.num_shards, runtime, make_record)
+    if not runtime.is_main:
+        return {}
+    rewards = [r["reward"] for r in records if r["reward"] is not None]
+    labels = {d: {l: sum(r["labels"].get(d) == l for r in records) for l in hra.LABELS} for d in hra.DIMENSIONS}
+    return {"videos": len(records), "unparsable": sum(bool(r["unparsable"]) for r in records),
+            "mean_reward": round(sum(rewards) / len(rewards), 6) if rewards else None, "labels": labels}

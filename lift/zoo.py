@@ -1,0 +1,282 @@
+"""The tiny model zoo: randomly initialised models in exactly the folder layouts of the real checkpoints, built
+offline from configs and a seed, so tests and the toy world exercise the same loading, training and export code
+as Qwen2.5-VL-7B, CogVideoX-2B and Wan2.1 do on a cluster.
+
+    lift models tiny OUT_URL [--seed 0]   ->  OUT_URL/critic, OUT_URL/cogvideox, OUT_URL/wan, OUT_URL/_SUCCESS
+
+critic     Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration) with its processor: a byte-level BPE tokenizer trained on
+           the LiFT questions, toy prompts, labels and reasons, Qwen's special tokens and chat template, image and
+           video processors with patch 4 (a 32 px frame is 8x8 patches, 4x4 = 16 LLM tokens per 2 frames).
+cogvideox  CogVideoXPipeline: 4-block transformer (4 heads x 16, patch 2), 3-block VAE (16/32/32 channels,
+           4 latent channels, 4x spatial and 4x temporal compression), tiny T5 encoder, v-prediction zero-SNR DDIM.
+wan        WanPipeline: 4-block transformer (4 heads x 16, patch 1x2x2), Wan VAE with 4x spatial and 4x temporal
+           compression and 4 latent channels, tiny UMT5 encoder, UniPC flow-matching scheduler (shift 3).
+
+Frame counts (both VAEs compress time 4x, as the real ones do): CogVideoX generates, encodes and decodes exactly
+8k or 8k+1 frames (16 -> 4 latent frames -> 16, 17 -> 5 -> 17; 13 comes back as 16); Wan needs 4k+1 (its pipeline
+rounds 16 up to 17, its VAE turns 16 frames into 13). So 9, 17, 25, ... (8k+1) suit both families.
+Height and width: multiples of 8 px for CogVideoX (VAE 4 x patch 2), of 16 px for Wan (its pipeline's check).
+Qwen2.5-VL places video tokens in time by seconds (tokens_per_second x temporal patch / fps): pass the sampled
+frames' fps as `video_metadata` to the processor, else it assumes 24 fps and 8 frames of a 2 s clip share one
+temporal position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import tempfile
+from typing import Callable, TypeVar
+
+import torch
+from diffusers import (AutoencoderKLCogVideoX, AutoencoderKLWan, CogVideoXDDIMScheduler, CogVideoXPipeline,
+                       CogVideoXTransformer3DModel, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel)
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
+from tokenizers import models as tokenizer_models
+from transformers import (PreTrainedConfig, PreTrainedModel, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                          Qwen2_5_VLProcessor, Qwen2Tokenizer, Qwen2VLImageProcessor, Qwen2VLVideoProcessor, T5Config,
+                          T5EncoderModel, T5Tokenizer, UMT5Config, UMT5EncoderModel)
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+from lift import hra, logs, models, storage
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# --- text the tokenizers are trained on: every word the toy world and LiFT's questions and answers use --------
+COLOURS = ("red", "green", "blue", "yellow", "orange", "purple", "pink", "cyan", "magenta", "white", "black",
+           "gray", "brown")
+SHAPES = ("circle", "square", "triangle", "star", "disk", "ball", "box", "ring")
+DIRECTIONS = ("left", "right", "up", "down")
+REASONS = (
+    "The video matches the prompt.",
+    "The {shape} is {colour}, but the prompt asks for a {other} {shape}.",
+    "The {shape} moves {direction} instead of {opposite}.",
+    "The {shape} stays still although it should move {direction}.",
+    "The motion is smooth and natural.",
+    "The {shape} jitters from frame to frame.",
+    "The video flickers: every other frame is darker.",
+    "The video freezes for several frames.",
+    "The frames are blurry and the edges are soft.",
+    "The colours are washed out and there is a colour cast.",
+    "There is heavy noise over the whole frame.",
+    "The content is sharp and realistic with minimal artifacts.",
+    "I see a {colour} {shape} moving {direction} on a {other} background.",
+)
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+# Qwen2-VL / Qwen2.5-VL's chat template, verbatim from the released tokenizer_config.json.
+QWEN_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
+    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content "
+    "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}"
+)
+
+# --- sizes: everything built below comes from these, and their hash seals OUT_URL/_SUCCESS --------------------
+SPEC: dict = {
+    "critic": {
+        "vocab_size": 1024,  # upper bound of the BPE vocabulary, special tokens included
+        "text": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "max_position_embeddings": 4096,
+                 # head_dim 32 -> 16 rotary frequencies split over (time, height, width) as Qwen2.5-VL's 16/24/24 of 64
+                 "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}},
+        "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 4,
+                   "spatial_merge_size": 2, "temporal_patch_size": 2, "tokens_per_second": 2,
+                   # window = 32 px (4x4 merged tokens, as 112 px is for patch 14); the last block attends globally
+                   "window_size": 32, "fullatt_block_indexes": [1]},
+        # frames are resized to multiples of 8 px (patch 4 x merge 2) with 16x16 .. 64x64 pixels each
+        "pixels": {"min_pixels": 16 * 16, "max_pixels": 64 * 64, "patch_size": 4, "temporal_patch_size": 2,
+                   "merge_size": 2},
+    },
+    "cogvideox": {
+        "transformer": {"num_attention_heads": 4, "attention_head_dim": 16, "in_channels": 4, "out_channels": 4,
+                        "time_embed_dim": 64, "text_embed_dim": 64, "num_layers": 4, "patch_size": 2,
+                        # latent size of a 32x32x17 clip; 226 text tokens as CogVideoX-2B (the pipeline's default)
+                        "sample_height": 8, "sample_width": 8, "sample_frames": 17, "temporal_compression_ratio": 4,
+                        "max_text_seq_length": 226},
+        "vae": {"block_out_channels": [16, 32, 32], "down_block_types": ["CogVideoXDownBlock3D"] * 3,
+                "up_block_types": ["CogVideoXUpBlock3D"] * 3, "latent_channels": 4, "layers_per_block": 1,
+                "norm_num_groups": 8, "temporal_compression_ratio": 4, "sample_height": 32, "sample_width": 32,
+                "scaling_factor": 1.0},
+        "text_encoder": {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4,
+                         "feed_forward_proj": "gated-gelu", "model_max_length": 226},
+        # CogVideoX-2B's scheduler_config.json
+        "scheduler": {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                      "clip_sample": False, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+                      "set_alpha_to_one": True, "snr_shift_scale": 3.0, "steps_offset": 0,
+                      "timestep_spacing": "trailing", "num_train_timesteps": 1000},
+    },
+    "wan": {
+        "transformer": {"patch_size": [1, 2, 2], "num_attention_heads": 4, "attention_head_dim": 16,
+                        "in_channels": 4, "out_channels": 4, "text_dim": 64, "freq_dim": 64, "ffn_dim": 128,
+                        "num_layers": 4},
+        "vae": {"base_dim": 16, "z_dim": 4, "dim_mult": [1, 2, 2], "num_res_blocks": 1,
+                "temperal_downsample": [True, True], "latents_mean": [0.0] * 4, "latents_std": [1.0] * 4,
+                "scale_factor_temporal": 4, "scale_factor_spatial": 4},
+        "text_encoder": {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4,
+                         "feed_forward_proj": "gated-gelu", "model_max_length": 512},
+        # Wan2.1-T2V-1.3B-Diffusers' scheduler_config.json (flow shift 3 for 480p)
+        "scheduler": {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0,
+                      "num_train_timesteps": 1000, "solver_order": 2, "solver_type": "bh2",
+                      "final_sigmas_type": "zero"},
+    },
+}
+
+
+def corpus() -> list[str]:
+    """Training text of both tokenizers, in a fixed order (the BPE merges depend on it)."""
+    lines = list(hra.QUESTIONS.values())
+    opposite = dict(zip(DIRECTIONS, ("right", "left", "down", "up")))
+    for i, (colour, shape, direction) in enumerate(itertools.product(COLOURS, SHAPES, DIRECTIONS)):
+        other = COLOURS[(i + 1) % len(COLOURS)]
+        lines.append(f"a {colour} {shape} moves {direction} on a {other} background")
+        reason = REASONS[i % len(REASONS)].format(colour=colour, other=other, shape=shape, direction=direction,
+                                                  opposite=opposite[direction])
+        label = hra.LABELS[i % len(hra.LABELS)]
+        lines += [f"{label}. {reason}", f"{reason} {label}."]
+    return lines
+
+
+def spec_hash(seed: int) -> str:
+    blob = json.dumps({"seed": seed, "spec": SPEC, "corpus": corpus()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _seeded(seed: int, make: Callable[[], T]) -> T:
+    """Build one module from its own seed, so it does not depend on build order; the caller's RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
+def _params(*modules: torch.nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def _qwen_tokenizer() -> Qwen2Tokenizer:
+    """A byte-level BPE over Qwen2's pre-tokenizer, trained on the corpus: any text encodes, the corpus compactly."""
+    bpe = Tokenizer(tokenizer_models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    trainer = trainers.BpeTrainer(vocab_size=SPEC["critic"]["vocab_size"], special_tokens=list(QWEN_SPECIALS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(corpus(), trainer)
+    model = json.loads(bpe.to_str())["model"]
+    return Qwen2Tokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], eos_token="<|im_end|>",
+                          pad_token="<|endoftext|>", unk_token=None, extra_special_tokens=list(QWEN_SPECIALS[1:]))
+
+
+def _t5_tokenizer(model_max_length: int) -> T5Tokenizer:
+    """A Unigram vocabulary (T5's model) of the corpus words plus single characters, so any ASCII text encodes."""
+    words = sorted({w for line in corpus() for w in line.replace(".", " ").replace(",", " ").split()})
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -5.0)]
+    vocab += [(c, -10.0) for c in chars] + [("\u2581" + w, -3.0) for w in words]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
+
+
+def build_critic(out_dir: str, seed: int = 0) -> int:
+    """A tiny Qwen2.5-VL with its processor in `out_dir`; returns the parameter count."""
+    spec = SPEC["critic"]
+    tokenizer = _qwen_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
+    text = {**spec["text"], "vocab_size": len(tokenizer), "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]}
+    vision = {**spec["vision"], "out_hidden_size": spec["text"]["hidden_size"]}
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = _seeded(seed, lambda: Qwen2_5_VLForConditionalGeneration(config))
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    # The frames a stage passes are already sampled (LiFT: 8 per video), hence no resampling here.
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**spec["pixels"]),
+        video_processor=Qwen2VLVideoProcessor(**spec["pixels"], do_sample_frames=False, cap_pixels_per_frame=True),
+        tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return _params(model)
+
+
+def _text_encoder(config_cls: type[PreTrainedConfig], model_cls: type[PreTrainedModel], spec: dict, vocab_size: int,
+                  seed: int) -> PreTrainedModel:
+    """An encoder-only T5 or UMT5, as CogVideoX and Wan ship theirs (ids: <pad> 0, </s> 1, as the tokenizer)."""
+    kwargs = {k: v for k, v in spec.items() if k != "model_max_length"}
+    config = config_cls(vocab_size=vocab_size, is_encoder_decoder=False, use_cache=False, pad_token_id=0,
+                        eos_token_id=1, **kwargs)
+    return _seeded(seed, lambda: model_cls(config))
+
+
+def build_cogvideox(out_dir: str, seed: int = 0) -> int:
+    """A tiny CogVideoX(-2B-like) diffusers pipeline in `out_dir`; returns the parameter count."""
+    spec = SPEC["cogvideox"]
+    tokenizer = _t5_tokenizer(spec["text_encoder"]["model_max_length"])
+    pipe = CogVideoXPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder(T5Config, T5EncoderModel, spec["text_encoder"], len(tokenizer), seed),
+        vae=_seeded(seed, lambda: AutoencoderKLCogVideoX(**spec["vae"])),
+        transformer=_seeded(seed, lambda: CogVideoXTransformer3DModel(**spec["transformer"])),
+        scheduler=CogVideoXDDIMScheduler(**spec["scheduler"]),
+    )
+    pipe.save_pretrained(out_dir)
+    return _params(pipe.text_encoder, pipe.vae, pipe.transformer)
+
+
+def build_wan(out_dir: str, seed: int = 0) -> int:
+    """A tiny Wan2.1 diffusers pipeline in `out_dir`; returns the parameter count."""
+    spec = SPEC["wan"]
+    tokenizer = _t5_tokenizer(spec["text_encoder"]["model_max_length"])
+    transformer = {**spec["transformer"], "patch_size": tuple(spec["transformer"]["patch_size"])}
+    pipe = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_text_encoder(UMT5Config, UMT5EncoderModel, spec["text_encoder"], len(tokenizer), seed),
+        vae=_seeded(seed, lambda: AutoencoderKLWan(**spec["vae"])),
+        transformer=_seeded(seed, lambda: WanTransformer3DModel(**transformer)),
+        scheduler=UniPCMultistepScheduler(**spec["scheduler"]),
+    )
+    pipe.save_pretrained(out_dir)
+    return _params(pipe.text_encoder, pipe.vae, pipe.transformer)
+
+
+BUILDERS: dict[str, Callable[[str, int], int]] = {
+    "critic": build_critic, "cogvideox": build_cogvideox, "wan": build_wan,
+}
+
+
+def write_tiny(out_url: str, seed: int = 0) -> None:
+    """Build every tiny model locally and copy it to OUT_URL/<name>; `_SUCCESS` (hash of SPEC and seed) last.
+
+    A folder already sealed with the same hash is left as it is, like a finished stage.
+    """
+    digest = spec_hash(seed)
+    if storage.is_complete(out_url, digest):
+        logs.event(log, "models tiny: already complete, skipping", out=out_url, config_hash=digest)
+        return
+    storage.remove(storage.join(out_url, storage.MARKER))  # unsealed while its contents change
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="lift-zoo-") as tmp:
+        for name, build in BUILDERS.items():
+            local = os.path.join(tmp, name)
+            counts[f"{name}_params"] = build(local, seed)
+            counts[f"{name}_bytes"] = sum(os.path.getsize(os.path.join(d, f))
+                                          for d, _, files in os.walk(local) for f in files)
+            models.save_folder(local, storage.join(out_url, name))
+    storage.write_marker(out_url, "models", digest, counts, seed=seed)
+    logs.event(log, "models tiny: done", out=out_url, **counts)

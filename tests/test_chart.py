@@ -1,0 +1,715 @@
+"""The Helm chart (charts/) and the plain manifests (manifests/), checked offline with the real tools.
+
+Every values set (the defaults, tests/chart_values/*.yaml and the charts/examples recipes) is rendered once by
+the real Helm v4 engine (helm-python-sdk), then:
+- linted strictly;
+- core objects (and each replica's pod template, as the Pod the operator creates) validated against the
+  Kubernetes schemas with kubernetes-validate --strict, at the chart's oldest supported and newest versions;
+- PyTorchJobs validated against the training operator's CRD schema (../shared/k8s/) with unknown fields
+  rejected, against the rules of its admission webhook, and through the kubeflow-training SDK models;
+- each stage's config from the ConfigMap loaded by `lift.config.load` and each command parsed by lift's own CLI
+  parser and torchrun's, so the chart never ships a config or command line that lift rejects;
+- the stages' ordering (init containers waiting for `_SUCCESS` markers) checked against ../shared/DESIGN.md's
+  table and lift's own default paths; security contexts and credentials checked; invalid values refused;
+- every pod template and manifest scanned with checkov (tests/checkov_scan.py holds the accepted findings).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from checkov_scan import CHECKOV_SKIPS, describe, pods_from_job, run_checkov
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts"
+VALUES_DIR = Path(__file__).resolve().parent / "chart_values"
+EXAMPLES = CHART / "examples"
+MANIFESTS = ROOT / "manifests"
+CRD = ROOT.parent / "shared" / "k8s" / "kubeflow.org_pytorchjobs.yaml"
+RELEASE, NAMESPACE = "lift", "lift"
+# Oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema kubernetes-validate ships.
+KUBE_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
+SECRET_SENTINEL = "sentinel-secret-value-that-must-never-be-rendered"
+
+# Values sets: name -> the values files layered in order, like repeated `helm -f`.
+VALUE_SETS: dict[str, list[Path]] = {
+    "default": [],
+    **{p.stem: [p] for p in sorted(VALUES_DIR.glob("*.yaml"))},
+    "example-8gpu": [EXAMPLES / "cogvideox-2b-8gpu.yaml"],
+    "example-4x8gpu": [EXAMPLES / "cogvideox-2b-8gpu.yaml", EXAMPLES / "cogvideox-2b-4x8gpu.yaml"],
+}
+SOURCES = [*VALUE_SETS, "manifests"]  # where rendered objects come from: a values set, or the manifests/ files
+
+STAGES = ["data", "critic", "critic-eval", "generate", "score", "align", "evaluate"]
+# ../shared/DESIGN.md's table, as the chart encodes it (lift.stageInputs in _helpers.tpl):
+# stage -> [(its config key of the input, folder under RUN whose _SUCCESS marks that input)].
+INPUTS = {
+    "data": [],
+    "critic": [("data", "data")],
+    "critic-eval": [("critic", "critic"), ("data", "data")],
+    "generate": [("prompts", "data")],
+    "score": [("rollouts", "rollouts"), ("critic", "critic")],
+    "align": [("rollouts", "rollouts"), ("scores", "scores"), ("real", "data")],
+    "evaluate": [("aligned.name_or_path", "align"), ("critic", "critic"), ("prompts", "data")],
+}
+# Folder under RUN each producing stage seals with its _SUCCESS marker (its `out`).
+PRODUCES = {"data": "data", "critic": "critic", "generate": "rollouts", "score": "scores", "align": "align"}
+
+
+def _layer(base: dict, over: dict) -> dict:
+    """Helm's coalescing of two values files: maps merge key by key, anything else in `over` wins."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _layer(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def values_of(name: str) -> dict:
+    values: dict = {}
+    for path in VALUE_SETS[name]:
+        values = _layer(values, yaml.safe_load(path.read_text()) or {})
+    return values
+
+
+@dataclass
+class Rendered:
+    values: dict  # the values set's own values (not merged with the chart's defaults)
+    merged: dict  # merged with the chart's defaults, as an install sees them
+    objects: list[dict]
+    text: str  # every rendered template, NOTES.txt included
+    notes: str
+
+    def kind(self, kind: str) -> list[dict]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def jobs(self) -> dict[str, dict]:
+        """Stage -> its PyTorchJob."""
+        return {j["metadata"]["labels"]["app.kubernetes.io/component"]: j for j in self.kind("PyTorchJob")}
+
+    def stage_configs(self) -> dict[str, str]:
+        (cm,) = self.kind("ConfigMap")
+        return {key.removesuffix(".yaml"): text for key, text in cm["data"].items()}
+
+
+@functools.cache
+def chart() -> helm.Chart:
+    return helm.Chart.load(CHART)
+
+
+@functools.cache
+def render(source: str) -> Rendered:
+    """Render a values set once per session (or read manifests/). Credentials in the environment must not leak."""
+    if source == "manifests":
+        objects = [yaml.safe_load(p.read_text()) for p in sorted(MANIFESTS.glob("*.yaml"))
+                   if p.name != "kustomization.yaml"]
+        values = yaml.safe_load((ROOT / "scripts" / "manifests-values.yaml").read_text())
+        text = "".join(p.read_text() for p in sorted(MANIFESTS.glob("*.yaml")))
+        return Rendered(values, chart().merge_values(values), objects, text, "")
+    values = values_of(source)
+    saved = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    os.environ["AWS_SECRET_ACCESS_KEY"] = SECRET_SENTINEL
+    try:
+        out = chart().render(values=values or None, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_SECRET_ACCESS_KEY")
+        else:
+            os.environ["AWS_SECRET_ACCESS_KEY"] = saved
+    objects = [doc for name, text in sorted(out.items()) if name.endswith(".yaml")
+               for doc in yaml.safe_load_all(text) if doc]
+    notes = next(text for name, text in out.items() if name.endswith("NOTES.txt"))
+    return Rendered(values, chart().merge_values(values or None), objects, "".join(out.values()), notes)
+
+
+def pod_templates(job: dict) -> dict[str, dict]:
+    """Replica type -> pod template of a PyTorchJob."""
+    return {rt: spec["template"] for rt, spec in job["spec"]["pytorchReplicaSpecs"].items()}
+
+
+def all_containers(pod_spec: dict) -> list[dict]:
+    return [*pod_spec.get("initContainers", []), *pod_spec["containers"]]
+
+
+def main_container(pod_spec: dict) -> dict:
+    (container,) = [c for c in pod_spec["containers"] if c["name"] == "pytorch"]
+    return container
+
+
+def enabled_stages(r: Rendered) -> list[str]:
+    return [s for s in STAGES if r.merged["stages"][s]["enabled"]]
+
+
+def test_value_sets_cover_the_issue():
+    """Defaults plus at least single stage, multi-node GPU, elastic and custom storage."""
+    assert {"single-stage", "multinode-gpu", "elastic", "custom-storage"} <= set(VALUE_SETS)
+    assert all(p.is_file() for paths in VALUE_SETS.values() for p in paths)
+
+
+# ---------------------------------------------------------------------------------------------- Helm itself
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lint_strict(name):
+    report = helm.lint(CHART, values_of(name) or None, strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, problems
+
+
+def test_chart_metadata_and_default_image():
+    meta = chart().metadata
+    assert (meta["apiVersion"], meta["name"]) == ("v2", "lift")
+    (job, *_) = render("default").kind("PyTorchJob")
+    image = main_container(pod_templates(job)["Master"]["spec"])["image"]
+    assert image == f"ghcr.io/lift-k8s/lift:{meta['appVersion']}"
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_one_pytorchjob_per_enabled_stage(name):
+    r = render(name)
+    jobs = r.jobs()
+    assert sorted(jobs) == sorted(enabled_stages(r))
+    assert len(r.kind("ConfigMap")) == 1
+    assert sorted(r.stage_configs()) == sorted(enabled_stages(r))
+    for stage, job in jobs.items():
+        name_ = job["metadata"]["name"]
+        assert name_.endswith(f"-{stage}") and len(name_) <= 52, name_
+        assert job["metadata"]["namespace"] == NAMESPACE
+        labels = job["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE and labels["app.kubernetes.io/name"] == "lift"
+        for template in pod_templates(job).values():
+            assert template["metadata"]["labels"]["app.kubernetes.io/component"] == stage
+
+
+def test_fullname_truncation_keeps_job_names_valid():
+    r = render("custom-storage")
+    assert len(r.values["fullnameOverride"]) > 52
+    for job in r.kind("PyTorchJob"):
+        assert len(job["metadata"]["name"]) <= 52
+        assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", job["metadata"]["name"])
+
+
+# ----------------------------------------------------------------------------------- Kubernetes validation
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_core_objects_and_pods_validate_against_kubernetes_schemas(source):
+    """Every non-CRD object, and every replica's pod template as the Pod the operator creates, strictly."""
+    r = render(source)
+    objects = [o for o in r.objects if o["kind"] != "PyTorchJob"]
+    assert {o["kind"] for o in objects} >= {"ConfigMap", "NetworkPolicy"}
+    for job in r.kind("PyTorchJob"):
+        objects += pods_from_job(job)
+    for version in KUBE_VERSIONS:
+        for obj in objects:
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as e:
+                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} is invalid for Kubernetes {version}: "
+                            f"{e.message} at {'/'.join(map(str, e.path))}")
+
+
+def _strict(schema):
+    """CRD schemas let unknown fields through (the API server prunes them): forbid them wherever an object
+    schema lists its properties, unless it declares additionalProperties or preserves unknown fields itself."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def crd_validator() -> jsonschema.Draft7Validator:
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
+
+
+def webhook_errors(job: dict) -> list[str]:
+    """The training operator's admission webhook rules for a PyTorchJob (kubeflow/training-operator release-1.9)."""
+    errors = []
+    name = job["metadata"]["name"]
+    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 63:
+        errors.append(f"name {name!r} is not a DNS-1035 label")
+    specs = job["spec"].get("pytorchReplicaSpecs") or {}
+    for replica, spec in specs.items():
+        if replica not in ("Master", "Worker"):
+            errors.append(f"replica type {replica!r} is neither Master nor Worker")
+        containers = spec["template"]["spec"].get("containers") or []
+        if not containers:
+            errors.append(f"{replica}: no containers")
+        if not any(c.get("name") == "pytorch" for c in containers):
+            errors.append(f"{replica}: no container named 'pytorch'")
+        errors += [f"{replica}: container {c.get('name')!r} has no image" for c in containers if not c.get("image")]
+    if "Master" in specs and specs["Master"].get("replicas", 1) != 1:
+        errors.append("Master must have exactly 1 replica")
+    elastic = job["spec"].get("elasticPolicy")
+    if elastic is not None and "Worker" not in specs:
+        errors.append("elasticPolicy requires a Worker replica spec")
+    if elastic and elastic.get("nProcPerNode") is not None and job["spec"].get("nprocPerNode") is not None:
+        errors.append("nprocPerNode and elasticPolicy.nProcPerNode must not both be set")
+    return errors
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_pytorchjobs_validate_against_crd_and_webhook(source):
+    if not CRD.is_file():
+        pytest.skip(f"PyTorchJob CRD schema not found at {CRD} (it lives in ../shared/k8s/ beside the project)")
+    jobs = render(source).kind("PyTorchJob")
+    assert jobs
+    for job in jobs:
+        problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator().iter_errors(job)]
+        problems += webhook_errors(job)
+        assert not problems, f"{job['metadata']['name']}:\n" + "\n".join(problems)
+
+
+def test_strict_crd_schema_rejects_a_misspelt_field():
+    if not CRD.is_file():
+        pytest.skip(f"PyTorchJob CRD schema not found at {CRD} (it lives in ../shared/k8s/ beside the project)")
+    job = copy.deepcopy(render("default").jobs()["critic"])
+    job["spec"]["runPolicy"]["cleanPodPolicyy"] = "All"
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    errors = [e.message for e in crd_validator().iter_errors(job)]
+    assert any("cleanPodPolicyy" in m for m in errors) and any("imagePullPolcy" in m for m in errors), errors
+    job = copy.deepcopy(render("elastic").jobs()["align"])
+    job["spec"]["pytorchReplicaSpecs"].pop("Worker")
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["replicas"] = 2
+    assert len(webhook_errors(job)) == 2
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_pytorchjobs_round_trip_through_kubeflow_sdk(source):
+    """The SDK's models take every field (a field they do not know would be dropped by the round trip)."""
+    from kubeflow.training.api_client import ApiClient
+    from kubeflow.training.models import KubeflowOrgV1PyTorchJob
+
+    client = ApiClient()
+    for job in render(source).kind("PyTorchJob"):
+        model = client._ApiClient__deserialize(job, "KubeflowOrgV1PyTorchJob")
+        assert isinstance(model, KubeflowOrgV1PyTorchJob)
+        assert model.spec.pytorch_replica_specs["Master"].replicas == 1
+        assert client.sanitize_for_serialization(model) == job
+
+
+# -------------------------------------------------------------------------- lift: configs and command lines
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_stage_configs_load_and_commands_parse_with_lift(source, tmp_path):
+    """Each stage's config file and command line, read the way the container reads them."""
+    from lift import cli, config
+
+    r = render(source)
+    configs = r.stage_configs()
+    parser = cli.build_parser()
+    for stage, job in r.jobs().items():
+        spec = pod_templates(job)["Master"]["spec"]
+        command = main_container(spec)["command"]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "config"]
+        assert volume["configMap"]["items"] == [{"key": f"{stage}.yaml", "path": f"{stage}.yaml"}]
+        if stage == "data":
+            assert command[:2] == ["lift", "data"]
+            args = parser.parse_args(command[1:])
+        else:
+            assert command[:4] == ["torchrun", "--module", "lift", stage], command
+            args = parser.parse_args(command[3:])
+        assert args.config == f"/etc/lift/{stage}.yaml"
+        path = tmp_path / f"{stage}.yaml"
+        path.write_text(configs[stage])
+        overrides = list(args.overrides)
+        if stage == "data":  # as lift.cli does for `lift data toy|import`
+            overrides += [f"out={args.out}", f"source={args.action}"]
+            if args.action == "import":
+                overrides += [f"release.json={args.release}", f"release.videos={args.videos}"]
+        cfg = config.load(stage, str(path), overrides)
+        assert cfg.run == r.merged["run"]
+        assert args.force == bool(r.merged["stages"][stage].get("force"))
+
+
+def test_torchrun_takes_the_operator_environment(monkeypatch):
+    """The container passes no launcher flags: torchrun reads PET_* set by the operator, then runs `-m lift`."""
+    from torch.distributed.run import get_args_parser
+
+    env = {"PET_NNODES": "4", "PET_NODE_RANK": "2", "PET_NPROC_PER_NODE": "8",
+           "PET_MASTER_ADDR": "lift-critic-master-0", "PET_MASTER_PORT": "23456"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    command = main_container(pod_templates(render("multinode-gpu").jobs()["critic"])["Worker"]["spec"])["command"]
+    args = get_args_parser().parse_args(command[1:])
+    assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("4", 2, "8")
+    assert (args.master_addr, args.master_port) == ("lift-critic-master-0", 23456)
+    assert args.module and args.training_script == "lift"
+    assert args.training_script_args == ["critic", "--config", "/etc/lift/critic.yaml"]
+    assert importlib.util.find_spec("lift.__main__") is not None
+
+
+def test_data_stage_runs_import_with_release_urls():
+    command = main_container(pod_templates(render("custom-storage").jobs()["data"])["Master"]["spec"])["command"]
+    assert command == ["lift", "data", "import", "s3://minio-bucket/LiFT-HRA/LiFT-HRA-data.json",
+                       "s3://minio-bucket/LiFT-HRA/videos", "s3://minio-bucket/lift/runs/minio/data",
+                       "--config", "/etc/lift/data.yaml"]
+
+
+# ------------------------------------------------------------------------------------- process layout
+
+
+def test_process_layout_and_resources():
+    jobs = render("multinode-gpu").jobs()
+    critic = jobs["critic"]["spec"]
+    assert (critic["pytorchReplicaSpecs"]["Master"]["replicas"], critic["pytorchReplicaSpecs"]["Worker"]["replicas"]) == (1, 3)
+    assert critic["nprocPerNode"] == "8" and "elasticPolicy" not in critic
+    assert critic["runPolicy"] == {"cleanPodPolicy": "All", "backoffLimit": 5, "ttlSecondsAfterFinished": 86400,
+                                   "activeDeadlineSeconds": 172800, "suspend": True,
+                                   "schedulingPolicy": {"minAvailable": 4, "queue": "gpu",
+                                                        "priorityClass": "training-high"}}
+    for template in pod_templates(jobs["critic"]).values():
+        resources = main_container(template["spec"])["resources"]
+        assert resources["requests"] == resources["limits"]
+        assert resources["limits"]["nvidia.com/gpu"] == "8"
+        spec = template["spec"]
+        assert spec["priorityClassName"] == "training-high"
+        assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert spec["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+        assert "podAntiAffinity" in spec["affinity"]
+        assert [s["name"] for s in spec["imagePullSecrets"]] == ["regcred", "regcred-mirror"]
+        assert main_container(spec)["image"].startswith("registry.example.com:5000/ml/lift@sha256:")
+    assert jobs["generate"]["spec"]["nprocPerNode"] == "gpu"
+    data = jobs["data"]["spec"]
+    assert list(data["pytorchReplicaSpecs"]) == ["Master"] and data["nprocPerNode"] == "1"
+    data_pod = data["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in main_container(data_pod)["resources"]["limits"]
+    assert not {"nodeSelector", "tolerations", "affinity"} & set(data_pod)
+    assert "schedulingPolicy" not in data["runPolicy"]
+    for stage, job in render("default").jobs().items():
+        assert list(job["spec"]["pytorchReplicaSpecs"]) == ["Master"] and job["spec"]["nprocPerNode"] == "1"
+
+
+def test_elastic_policy():
+    jobs = render("elastic").jobs()
+    align = jobs["align"]["spec"]
+    assert align["elasticPolicy"] == {"minReplicas": 2, "maxReplicas": 4, "maxRestarts": 3, "rdzvBackend": "c10d",
+                                      "rdzvPort": 29500, "rdzvHost": "lift-align-master-0"}
+    assert align["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2 and align["nprocPerNode"] == "4"
+    critic = jobs["critic"]["spec"]
+    assert critic["elasticPolicy"]["minReplicas"] == critic["elasticPolicy"]["maxReplicas"] == 2
+    assert "elasticPolicy" not in jobs["score"]["spec"]
+
+
+# ----------------------------------------------------------------------------------------------- ordering
+
+
+def wait_urls(job: dict) -> list[str] | None:
+    """URLs the stage's init container waits for, or None without one (checked identical in every replica)."""
+    found = set()
+    for template in pod_templates(job).values():
+        inits = template["spec"].get("initContainers", [])
+        if not inits:
+            found.add(None)
+            continue
+        (init,) = inits
+        command = init["command"]
+        assert command[:2] == ["lift", "wait"] and init["name"] == "wait-inputs"
+        found.add(tuple(command[2:command.index("--timeout")]))
+    assert len(found) == 1, found
+    (urls,) = found
+    return list(urls) if urls is not None else None
+
+
+def test_stage_ordering_follows_design_table():
+    """One install runs the pipeline in order: each stage waits for exactly its inputs' markers."""
+    r = render("default")
+    run = r.merged["run"]
+    for stage, job in r.jobs().items():
+        expected = [f"{run}/{folder}" for _, folder in INPUTS[stage]]
+        assert wait_urls(job) == (expected or None), stage
+
+
+def test_ordering_table_matches_lift():
+    """The chart's input table agrees with lift: pipeline order, each producer's `out`, each consumer's defaults."""
+    from lift import cli, config
+
+    assert STAGES == cli.PIPELINE_ORDER
+    assert set(STAGES) == set(config.SCHEMAS) - {"pipeline"}
+    run = "s3://b/r"
+    for stage, folder in PRODUCES.items():
+        assert config.load(stage, None, [f"run={run}"]).out == f"{run}/{folder}"
+    producer_of = {folder: stage for stage, folder in PRODUCES.items()}
+    for stage, inputs in INPUTS.items():
+        cfg = config.load(stage, None, [f"run={run}"])
+        for key, folder in inputs:
+            value = functools.reduce(lambda node, part: node[part], key.split("."), cfg)
+            assert value == f"{run}/{folder}" or value.startswith(f"{run}/{folder}/"), (stage, key, value)
+            assert STAGES.index(producer_of[folder]) < STAGES.index(stage)
+
+
+def test_inputs_pointed_elsewhere_are_not_waited_for():
+    r = render("single-stage")
+    assert list(r.jobs()) == ["align"]
+    run = r.merged["run"]
+    # `real` is set in the stage's config, so data is not waited for; waitFor adds its own URL.
+    assert wait_urls(r.jobs()["align"]) == [f"{run}/rollouts", f"{run}/scores", "s3://lift-test/real-captions"]
+    # Models pointed at a volume do not change what is waited for: model keys are not inputs with markers.
+    storage = render("custom-storage")
+    for stage, job in storage.jobs().items():
+        expected = [f"{storage.merged['run']}/{folder}" for _, folder in INPUTS[stage]]
+        assert wait_urls(job) == (expected or None), stage
+
+
+# ---------------------------------------------------------------------------------- security and secrets
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_hardened_pods(source):
+    r = render(source)
+    home = r.merged["home"].rstrip("/")
+    for job in r.kind("PyTorchJob"):
+        for template in pod_templates(job).values():
+            spec = template["spec"]
+            ctx = spec["securityContext"]
+            assert ctx["runAsNonRoot"] is True and ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert min(ctx["runAsUser"], ctx["runAsGroup"], ctx["fsGroup"]) > 0
+            assert spec["automountServiceAccountToken"] is False
+            assert spec["serviceAccountName"] not in ("", "default")
+            assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec)
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            assert not any("hostPath" in v for v in volumes.values())
+            assert volumes["dshm"]["emptyDir"]["medium"] == "Memory" and volumes["dshm"]["emptyDir"]["sizeLimit"]
+            assert volumes["tmp"]["emptyDir"]["sizeLimit"] and volumes["cache"]["emptyDir"]["sizeLimit"]
+            for container in all_containers(spec):
+                sc = container["securityContext"]
+                assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+                assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+                assert sc["capabilities"] == {"drop": ["ALL"]}
+                assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+                assert container["resources"]["limits"]["memory"] and container["resources"]["limits"]["cpu"]
+                mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+                assert mounts["/tmp"] == "tmp" and mounts["/dev/shm"] == "dshm"
+                assert mounts[f"{home}/.cache"] == "cache" and mounts["/etc/lift"] == "config"
+                env = {e["name"]: e.get("value") for e in container["env"]}
+                assert env["HOME"] == home
+                for var in ("HF_HOME", "LIFT_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "TRITON_CACHE_DIR"):
+                    assert env[var].startswith(f"{home}/.cache"), var
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_credentials_only_by_secret_reference(source):
+    r = render(source)
+    assert SECRET_SENTINEL not in r.text
+    assert not r.kind("Secret")
+    secretish = re.compile(r"SECRET|TOKEN|PASSWORD|ACCESS_KEY|CREDENTIAL", re.I)
+    for job in r.kind("PyTorchJob"):
+        for template in pod_templates(job).values():
+            for container in all_containers(template["spec"]):
+                for env in container["env"]:
+                    if secretish.search(env["name"]):
+                        assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+
+
+def test_storage_endpoint_and_secret_references():
+    r = render("custom-storage")
+    for job in r.kind("PyTorchJob"):
+        for template in pod_templates(job).values():
+            for container in all_containers(template["spec"]):
+                env = {e["name"]: e for e in container["env"]}
+                assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.minio.svc.cluster.local:9000"
+                assert env["AWS_REGION"]["value"] == "eu-west-1"
+                refs = {k: env[k]["valueFrom"]["secretKeyRef"]
+                        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+                assert refs == {
+                    "AWS_ACCESS_KEY_ID": {"name": "minio-credentials", "key": "rootUser", "optional": True},
+                    "AWS_SECRET_ACCESS_KEY": {"name": "minio-credentials", "key": "rootPassword", "optional": True},
+                    "AWS_SESSION_TOKEN": {"name": "minio-credentials", "key": "sessionToken", "optional": True},
+                }
+                assert env["AWS_S3_ADDRESSING_STYLE"]["value"] == "path"
+                assert {"name": "models", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+            assert template["spec"]["serviceAccountName"] == "ml-pipelines"
+    assert not r.kind("ServiceAccount")
+    # Workload identity: no credentials at all, the ServiceAccount carries the annotation.
+    gpu = render("multinode-gpu")
+    (sa,) = gpu.kind("ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": "lift@my-project.iam.gserviceaccount.com"}
+    assert sa["automountServiceAccountToken"] is False
+    assert "AWS_ACCESS_KEY_ID" not in gpu.text
+
+
+def test_rbac_is_read_only_and_bound_to_the_service_account():
+    r = render("multinode-gpu")
+    (role,) = r.kind("Role")
+    (binding,) = r.kind("RoleBinding")
+    assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in role["rules"])
+    assert not any("*" in rule["resources"] + rule["verbs"] + rule["apiGroups"] for rule in role["rules"])
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "lift", "namespace": NAMESPACE}]
+    assert not render("default").kind("Role")
+
+
+def test_network_policy_admits_only_the_release():
+    (policy,) = render("default").kind("NetworkPolicy")
+    selector = {"app.kubernetes.io/name": "lift", "app.kubernetes.io/instance": RELEASE}
+    assert policy["spec"]["podSelector"] == {"matchLabels": selector}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {"matchLabels": selector}}]}]
+
+
+def test_checkov_finds_nothing_beyond_accepted_skips(tmp_path):
+    """Every pod template of every values set (as Pods, beside the set's NetworkPolicy) and manifests/."""
+    for name in VALUE_SETS:
+        r = render(name)
+        objects = [*r.kind("NetworkPolicy"), *r.kind("ServiceAccount"), *r.kind("Role"), *r.kind("RoleBinding")]
+        for job in r.kind("PyTorchJob"):
+            objects += pods_from_job(job)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+    failed = run_checkov([tmp_path, MANIFESTS])
+    unexpected = [f for f in failed if f["check_id"] not in CHECKOV_SKIPS]
+    assert not unexpected, "checkov findings:\n" + describe(unexpected)
+    stale = set(CHECKOV_SKIPS) - {f["check_id"] for f in failed}
+    assert not stale, f"accepted checkov findings that no longer occur; remove them from CHECKOV_SKIPS: {stale}"
+
+
+# ---------------------------------------------------------------------------------------- invalid values
+
+SCHEMA_REJECTS = [
+    ({"defaults": {"nodes": -1}}, "/defaults/nodes", "minimum"),
+    ({"stages": {"critic": {"nodez": 2}}}, "/stages/critic", "'nodez' not allowed"),
+    ({"stages": {"finetune": {"enabled": True, "config": {}}}}, "/stages", "'finetune' not allowed"),
+    ({"defaults": {"runPolicy": {"cleanPodPolicy": "Sometimes"}}}, "/defaults/runPolicy/cleanPodPolicy", "one of"),
+    ({"stages": {"align": {"restartPolicy": "Maybe"}}}, "/stages/align/restartPolicy", "one of"),
+    ({"stages": {"data": {"nodes": 2}}}, "/stages/data", "'nodes' not allowed"),
+    ({"stages": {"score": {"resources": {"memory": "lots"}}}}, "/stages/score/resources/memory", "pattern"),
+    ({"stages": {"score": {"resources": {"gpus": -1}}}}, "/stages/score/resources/gpus", "minimum"),
+    ({"stages": {"score": {"nprocPerNode": "many"}}}, "/stages/score/nprocPerNode", "oneOf"),
+    ({"image": {"digest": "sha256:abc"}}, "/image/digest", "pattern"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", "one of"),
+    ({"run": ""}, "/run", "minLength"),
+    ({"storage": {"endpoint": "minio:9000"}}, "/storage/endpoint", "pattern"),
+    ({"podSecurityContext": {"runAsUsr": 0}}, "/podSecurityContext", "'runAsUsr' not allowed"),
+    ({"defaults": {"elastic": {"rdzvBackend": "zookeeper"}}}, "/defaults/elastic/rdzvBackend", "one of"),
+]
+
+
+@pytest.mark.parametrize("values,where,what", SCHEMA_REJECTS, ids=[w for _, w, _ in SCHEMA_REJECTS])
+def test_schema_refuses_bad_values(values, where, what):
+    with pytest.raises(helm.HelmValuesError) as e:
+        chart().render(values=values, name=RELEASE, namespace=NAMESPACE)
+    message = str(e.value)
+    assert f"at '{where}'" in message and what in message, message
+
+
+CROSS_FIELD_REJECTS = [
+    ({"stages": {"critic": {"elastic": {"enabled": True}}}}, None,
+     "stages.critic.elastic.enabled: an elastic job needs nodes >= 2"),
+    ({"stages": {"align": {"nodes": 2, "elastic": {"enabled": True, "minNodes": 3}}}}, None,
+     "stages.align.elastic: need minNodes <= nodes <= maxNodes, got 3 <= 2 <= 2"),
+    ({"stages": {"data": {"config": {"source": "import"}}}}, None,
+     "stages.data.config.release.json and .videos: both are required"),
+    ({"stages": {s: {"enabled": False} for s in STAGES}}, None, "no stage is enabled"),
+    ({"serviceAccount": {"create": False}}, None, "serviceAccount.name: required when serviceAccount.create is false"),
+    ({}, "1lift", "is not a DNS-1035 label"),
+    ({"stages": {"align": {"nprocPerNode": 16, "resources": {"gpus": 8}}}}, None,
+     "stages.align.nprocPerNode: 16 processes per node but only 8 GPUs"),
+]
+
+
+@pytest.mark.parametrize("values,release,message", CROSS_FIELD_REJECTS, ids=[m[:40] for *_, m in CROSS_FIELD_REJECTS])
+def test_cross_field_checks_refuse_bad_values(values, release, message):
+    with pytest.raises(helm.HelmRenderError) as e:
+        chart().render(values=values or None, name=release or RELEASE, namespace=NAMESPACE)
+    assert "lift chart: invalid values" in str(e.value) and message in str(e.value), str(e.value)
+
+
+# ------------------------------------------------------------------------------ values, schema and notes
+
+
+def _documented(lines: list[str], line: int) -> bool:
+    """Whether the key on `line` (0-based) sits under a `# --` comment block."""
+    i = line - 1
+    while i >= 0 and lines[i].lstrip().startswith("#"):
+        if lines[i].lstrip().startswith("# --"):
+            return True
+        i -= 1
+    return False
+
+
+def _check_documented(node, lines, path, missing):
+    for key, value in node.value:
+        here = f"{path}.{key.value}".lstrip(".")
+        if _documented(lines, key.start_mark.line):
+            continue
+        if isinstance(value, yaml.MappingNode) and value.value:
+            _check_documented(value, lines, here, missing)  # a group: its keys carry the comments
+        else:
+            missing.append(here)
+
+
+def test_every_value_is_documented():
+    text = (CHART / "values.yaml").read_text()
+    missing: list[str] = []
+    _check_documented(yaml.compose(text), text.splitlines(), "", missing)
+    assert not missing, f"values without a `# --` comment: {missing}"
+
+
+def test_schema_matches_values_and_lift():
+    from lift import cli
+
+    schema = chart().schema
+    values = yaml.safe_load((CHART / "values.yaml").read_text())  # in file order (the SDK's dict is sorted)
+    chart().validate_schema(values)
+    assert list(schema["properties"]["stages"]["properties"]) == cli.PIPELINE_ORDER == list(values["stages"])
+    settings = schema["definitions"]["settings"]["properties"]
+    assert set(settings) == set(values["defaults"])
+    assert set(schema["properties"]) == set(values)
+
+
+def test_notes_tell_how_to_follow_and_warn():
+    notes = render("default").notes
+    assert f"kubectl get pytorchjobs -n {NAMESPACE} -l app.kubernetes.io/instance={RELEASE}" in notes
+    assert f"kubectl logs -n {NAMESPACE} -l app.kubernetes.io/instance={RELEASE}" in notes
+    single = render("single-stage").notes
+    assert "stage align waits for s3://lift-test/runs/r1/rollouts/_SUCCESS, which stage generate writes" in single
+    storage = render("custom-storage").notes
+    assert "plain http" in storage and "storage.secret.optional=true" in storage
+    gpu = render("multinode-gpu").notes
+    assert "cleanPodPolicy=All" in gpu and "pullPolicy other than Always" not in gpu
+
+
+# ------------------------------------------------------------------------------------------- manifests
+
+
+def _render_manifests_module():
+    spec = importlib.util.spec_from_file_location("render_manifests", ROOT / "scripts" / "render-manifests.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_manifests_match_the_chart():
+    module = _render_manifests_module()
+    problems = module.diff(module.render(), MANIFESTS)
+    assert not problems, "manifests/ drifted from the chart; run `python scripts/render-manifests.py`:\n" + \
+        "\n".join(problems)
+
+
+def test_manifests_kustomization_lists_every_object():
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    files = sorted(p.name for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert kustomization["resources"] == files and kustomization["namespace"] == NAMESPACE
+    kinds = {o["kind"] for o in render("manifests").objects}
+    assert kinds == {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "PyTorchJob"}
+    assert sorted(render("manifests").jobs()) == sorted(STAGES)
+    assert "helm.sh/chart" not in render("manifests").text

@@ -1,0 +1,178 @@
+"""The critic: answer formats and parsing, reward, accuracy table, distributed training with exact resume,
+export that `from_pretrained` loads, and scoring in both modes over s3://."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lift import cli, config, critic, critic_eval, hra, score, storage
+
+TRAIN = ["trainer.max_steps=4", "trainer.batch_size=2", "trainer.lr=1e-3", "trainer.checkpoint_every=2",
+         "trainer.num_workers=0", "trainer.log_every=1", "lora.r=4", "lora.alpha=8"]
+
+
+@pytest.mark.parametrize(
+    "answer, fmt, label",
+    [
+        ("Good. The video matches the prompt.", "label_first", "Good"),
+        ("good.", "label_first", "Good"),
+        ("**BAD**: the circle is green.", "label_first", "Bad"),
+        ("  Normal - slight jitter", "label_first", "Normal"),
+        ("The motion looks bad overall.", "label_first", "Bad"),
+        ("Bad. Not good at all.", "label_first", "Bad"),
+        ("The circle is red. Verdict: good.", "reason_first", "Good"),
+        ("The video is fine but good or bad?", "label_first", None),
+        ("I cannot tell.", "label_first", None),
+        ("", "reason_first", None),
+    ],
+)
+def test_parse_label(answer, fmt, label):
+    assert critic.parse_label(answer, fmt) == label
+
+
+def test_answer_formats_round_trip():
+    for fmt in ("label_first", "reason_first"):
+        text = critic.answer_text("Normal", "The square jitters.", fmt)
+        assert critic.parse_label(text, fmt) == "Normal"
+        assert critic.reason_of(text, fmt) == "The square jitters."
+    assert critic.answer_text("Bad", "why", "label_first", with_reasons=False) == "Bad."
+
+
+def test_reward_formula():
+    s = {"Good": 0.9, "Normal": 0.2, "Bad": 0.05}
+    w = {d: 1.0 for d in hra.DIMENSIONS}
+    assert score.reward_from_labels({"semantic": "Good", "motion": "Normal", "fidelity": "Bad"}, s, w) == \
+        pytest.approx((0.9 + 0.2 + 0.05) / 3)
+    assert score.reward_from_labels({"semantic": "Good", "motion": None, "fidelity": "Good"}, s, w) is None
+    certain = {d: {"Good": 1.0, "Normal": 0.0, "Bad": 0.0} for d in hra.DIMENSIONS}
+    assert score.reward_from_probs(certain, s, w) == pytest.approx(0.9)
+    mixed = dict(certain, motion={"Good": 0.5, "Normal": 0.0, "Bad": 0.5})
+    weights = {"semantic": 1.0, "motion": 2.0, "fidelity": 1.0}
+    assert score.reward_from_probs(mixed, s, weights) == pytest.approx((0.9 + 2 * 0.475 + 0.9) / 4)
+
+
+def test_accuracy_on_a_known_confusion():
+    truth = [{d: t for d in hra.DIMENSIONS} for t in ["Good", "Good", "Bad", "Bad", "Normal"]]
+    pred = [{"semantic": p, "motion": "Bad", "fidelity": None} for p in ["Good", "Bad", "Bad", "Bad", "Good"]]
+    m = critic_eval.metrics(truth, pred)
+    assert m["accuracy"] == {"semantic": 60.0, "motion": 40.0, "fidelity": 0.0, "avg": 33.33}
+    assert m["confusion"]["semantic"]["Good"] == {"Good": 1, "Normal": 0, "Bad": 1}
+    assert m["confusion"]["semantic"]["Normal"] == {"Good": 1, "Normal": 0, "Bad": 0}
+    assert m["truth_distribution"]["motion"] == {"Good": 2, "Normal": 1, "Bad": 2}
+    assert m["majority_baseline"]["semantic"] == 40.0 and m["unparsable"]["fidelity"] == 5
+    md = critic_eval.markdown(m, "mine")
+    assert "| **mine** | 60.00 | 40.00 | 0.00 | 33.33 |" in md and "LiFT-Critic-40B (paper) | 90.23" in md
+
+
+def test_collate_masks_all_but_the_answer(zoo_dir, toy_data):
+    examples = critic.examples_from_manifest(toy_data, "train", "label_first", True)[:2]
+    dataset = critic.Examples(examples, frames=8)
+    batch = critic.Collate(f"{zoo_dir}/critic", fps=4.0)([dataset[0], dataset[1]])
+    tok = critic.Collate(f"{zoo_dir}/critic", fps=4.0).processor.tokenizer
+    for row, ex in enumerate(examples):
+        labels = batch["inputs"]["labels"][row]
+        answer = tok.decode(labels[labels != -100])
+        assert answer == ex.answer + "<|im_end|>"
+    assert batch["ids"] == [f"{e.id}/{e.dimension}" for e in examples]
+
+
+def _critic_run(run_url: str, zoo_dir: str, *extra: str, nproc: int = 2, env: dict | None = None):
+    args = ["critic", f"run={run_url}", f"model.name_or_path={zoo_dir}/critic", f"data={run_url}/data", *TRAIN, *extra]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "lift", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def _copy_data(toy_data: str, run_url: str) -> None:
+    fs, _ = storage.filesystem(run_url)
+    fs.put(toy_data.rstrip("/") + "/", storage.filesystem(f"{run_url}/data")[1], recursive=True)
+
+
+@pytest.mark.slow
+def test_distributed_training_resumes_to_identical_weights(zoo_dir, toy_data, tmp_path):
+    from safetensors.torch import load_file
+
+    for name in ("clean", "crash"):
+        _copy_data(toy_data, str(tmp_path / name))
+    clean = _critic_run(str(tmp_path / "clean"), zoo_dir)
+    assert clean.returncode == 0, clean.stderr[-4000:]
+    crashed = _critic_run(str(tmp_path / "crash"), zoo_dir, "trainer.max_steps=4",
+                          env={"LIFT_FAULT_KILL_AT_STEP": "3", "LIFT_FAULT_RANK": "1"})
+    assert crashed.returncode != 0
+    assert storage.listdir(str(tmp_path / "crash/critic/checkpoints")) == ["step-00000002"]
+    resumed = _critic_run(str(tmp_path / "crash"), zoo_dir)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from checkpoint" in resumed.stderr
+    a = load_file(str(tmp_path / "clean/critic/model/model.safetensors"))
+    b = load_file(str(tmp_path / "crash/critic/model/model.safetensors"))
+    assert a.keys() == b.keys() and not any("lora" in k for k in a), "LoRA is merged into the exported weights"
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "clean/critic/model"))
+    AutoProcessor.from_pretrained(str(tmp_path / "clean/critic/model"))
+    base = AutoModelForImageTextToText.from_pretrained(f"{zoo_dir}/critic")
+    moved = [n for n, p in model.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert moved and all(".visual." not in f".{n}" for n in moved), "only the language model is trained"
+    marker = storage.read_marker(str(tmp_path / "clean/critic"))
+    assert marker["counts"]["steps"] == 4
+
+
+@pytest.fixture(scope="module")
+def trained_critic(zoo_dir, toy_data, tmp_path_factory) -> str:
+    """A critic trained for a few steps in-process (one rank), exported as the stages leave it."""
+    run = str(tmp_path_factory.mktemp("critic-run"))
+    cfg = config.load("critic", None, [f"run={run}", f"data={toy_data}", f"model.name_or_path={zoo_dir}/critic",
+                                       *TRAIN])
+    cli.run_stage("critic", cli.STAGES["critic"], cfg)
+    return f"{run}/critic/model"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["logits", "generate"])
+def test_score_both_modes_over_s3(mode, trained_critic, toy_data, s3_url, tmp_path_factory):
+    critic_url, data_url = f"{s3_url}/critic", f"{s3_url}/data"
+    fs, _ = storage.filesystem(s3_url)
+    fs.put(trained_critic + "/", storage.filesystem(critic_url)[1], recursive=True)
+    fs.put(toy_data + "/", storage.filesystem(data_url)[1], recursive=True)
+    os.environ["LIFT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    cfg = config.load("score", None, [f"rollouts={data_url}", f"critic={critic_url}", f"out={s3_url}/scores",
+                                      f"mode={mode}", "batch_size=4", "num_shards=3", "max_new_tokens=12"])
+    counts = cli.run_stage("score", cli.STAGES["score"], cfg)
+    lines = [json.loads(x) for x in storage.read_text(f"{s3_url}/scores/{score.SCORES}").splitlines()]
+    manifest = [json.loads(x) for x in storage.read_text(f"{data_url}/manifest.jsonl").splitlines()]
+    assert [r["id"] for r in lines] == [r["id"] for r in manifest[0::3] + manifest[1::3] + manifest[2::3]]
+    assert counts["videos"] == len(manifest) == len(lines)
+    for rec in lines:
+        assert set(rec) >= {"id", "video", "prompt", "labels", "probs", "reasons", "reward", "critic", "mode"}
+        assert rec["mode"] == mode and set(rec["labels"]) == set(hra.DIMENSIONS)
+        if mode == "logits":
+            for d in hra.DIMENSIONS:
+                assert sum(rec["probs"][d].values()) == pytest.approx(1.0, abs=1e-4)
+                assert rec["labels"][d] == max(rec["probs"][d], key=rec["probs"][d].get)
+            assert rec["reward"] == pytest.approx(score.reward_from_probs(rec["probs"], cfg.label_scores,
+                                                                          cfg.dimension_weights), abs=1e-5)
+        elif rec["unparsable"]:
+            assert rec["reward"] is None and all(rec["labels"][d] is None for d in rec["unparsable"])
+    assert counts["unparsable"] == sum(bool(r["unparsable"]) for r in lines)
+    again = cli.run_stage("score", cli.STAGES["score"], cfg)
+    assert again == counts
+
+
+@pytest.mark.slow
+def test_critic_eval_writes_table(trained_critic, toy_data, tmp_path):
+    cfg = config.load("critic-eval", None, [f"data={toy_data}", f"critic={trained_critic}", f"out={tmp_path}/eval"])
+    counts = cli.run_stage("critic-eval", cli.STAGES["critic-eval"], cfg)
+    result = storage.read_json(f"{tmp_path}/eval/accuracy.json")
+    tests = [r for r in hra.load_manifest(f"{toy_data}/manifest.jsonl") if r.split == "test"]
+    assert result["videos"] == counts["videos"] == len(tests)
+    for d in hra.DIMENSIONS:
+        assert sum(sum(row.values()) for row in result["confusion"][d].values()) == len(tests)
+    assert "| **this critic** |" in storage.read_text(f"{tmp_path}/eval/accuracy.md")

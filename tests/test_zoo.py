@@ -1,0 +1,164 @@
+"""The tiny model zoo loads through the public transformers/diffusers entry points, from a local folder and from
+S3 (through lift.models), runs on CPU, and is rebuilt byte for byte from the same seed."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+import torch
+from conftest import BUCKET
+
+from lift import cli, models, storage, zoo
+
+PROMPT = "a red circle moves left on a blue background"
+
+
+@pytest.fixture(scope="session")
+def zoo_s3(zoo_dir, s3_endpoint, tmp_path_factory) -> str:
+    """The session's zoo (conftest's `zoo_dir`) uploaded once to the loopback S3; a fresh model cache for the
+    session."""
+    url = f"s3://{BUCKET}/zoo-{uuid.uuid4().hex[:8]}"
+    models.save_folder(zoo_dir, url)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIFT_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield url
+
+
+def _files(root: str) -> dict[str, bytes]:
+    out = {}
+    for d, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(d, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+def _critic_inputs(processor, size: int = 32, fps: float = 4.0):
+    """One 8-frame clip and a LiFT-style question, as the critic stages will ask it."""
+    video = torch.randint(0, 256, (8, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": f"{PROMPT} Good or Bad?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return processor(text=[text], videos=[video], video_metadata=[{"fps": fps, "total_num_frames": 8}],
+                     return_tensors="pt")
+
+
+def test_layout_and_marker(zoo_dir):
+    files = set(_files(zoo_dir))
+    assert {"critic/config.json", "critic/model.safetensors", "critic/processor_config.json",
+            "critic/tokenizer.json", "critic/chat_template.jinja", "critic/generation_config.json"} <= files
+    for family in ("cogvideox", "wan"):
+        assert {f"{family}/model_index.json", f"{family}/scheduler/scheduler_config.json",
+                f"{family}/tokenizer/tokenizer.json", f"{family}/tokenizer/tokenizer_config.json",
+                f"{family}/text_encoder/model.safetensors", f"{family}/transformer/diffusion_pytorch_model.safetensors",
+                f"{family}/vae/diffusion_pytorch_model.safetensors"} <= files
+    marker = storage.read_marker(zoo_dir)
+    assert marker["stage"] == "models" and marker["config_hash"] == zoo.spec_hash(0)
+    assert 5e5 < marker["counts"]["critic_params"] < 3e6
+
+
+def test_critic_from_local_folder(zoo_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = os.path.join(zoo_dir, "critic")
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    tok = processor.tokenizer
+    assert model.config.video_token_id == tok.convert_tokens_to_ids("<|video_pad|>")
+    assert model.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+    assert model.config.vision_start_token_id == tok.convert_tokens_to_ids("<|vision_start|>")
+    assert tok.decode(tok(PROMPT).input_ids) == PROMPT
+
+    inputs = _critic_inputs(processor)
+    # 8 frames of 32x32: 4 temporal x 8x8 patches of 4 px; 2x2 merged -> 16 LLM tokens per temporal step
+    assert inputs["video_grid_thw"].tolist() == [[4, 8, 8]]
+    assert (inputs["input_ids"] == model.config.video_token_id).sum() == 64
+    assert inputs["second_per_grid_ts"].tolist() == [0.5]  # temporal patch 2 / 4 fps: one position per step
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        out = model.generate(**inputs, max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    assert logits.shape == (1, inputs["input_ids"].shape[1], model.config.text_config.vocab_size)
+    assert torch.isfinite(logits).all()
+    assert out.shape == (1, inputs["input_ids"].shape[1] + 8)
+
+
+def test_critic_from_s3_matches_local(zoo_dir, zoo_s3):
+    model, processor = models.load_critic(storage.join(zoo_s3, "critic"))
+    assert models.local_dir(storage.join(zoo_s3, "critic")).startswith(os.environ["LIFT_CACHE"])
+    local, _ = models.load_critic(f"file://{zoo_dir}/critic")
+    inputs = _critic_inputs(processor, size=64)
+    assert inputs["video_grid_thw"].tolist() == [[4, 16, 16]]
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, local(**inputs).logits)
+
+
+@pytest.mark.parametrize("family,frames", [("cogvideox", 16), ("cogvideox", 17), ("wan", 17)])
+def test_pipeline_generates(zoo_dir, family, frames):
+    import diffusers
+
+    pipe = getattr(diffusers, models.PIPELINES[family]).from_pretrained(os.path.join(zoo_dir, family))
+    video = pipe(PROMPT, num_frames=frames, height=32, width=32, num_inference_steps=2, output_type="pt",
+                 generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, frames, 3, 32, 32)
+    assert torch.isfinite(video).all() and 0 <= video.min() and video.max() <= 1
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "wan"])
+def test_pipeline_from_s3_matches_local(zoo_dir, zoo_s3, family):
+    def sample(pipe):
+        return pipe(PROMPT, num_frames=9, height=32, width=48, num_inference_steps=2, output_type="pt",
+                    generator=torch.Generator().manual_seed(0)).frames
+
+    remote = sample(models.load_t2v(family, storage.join(zoo_s3, family)))
+    assert remote.shape == (1, 9, 3, 32, 48)
+    assert torch.equal(remote, sample(models.load_t2v(family, os.path.join(zoo_dir, family))))
+
+
+def test_cli_rebuilds_identically_and_skips_when_sealed(zoo_dir):
+    url = f"memory://lift-test/zoo-{uuid.uuid4().hex[:8]}"
+    assert cli.main(["models", "tiny", url]) == 0
+    marker = storage.read_marker(url)
+    assert marker["config_hash"] == zoo.spec_hash(0)
+    for rel, data in _files(zoo_dir).items():
+        if rel != storage.MARKER:
+            assert storage.read_bytes(storage.join(url, rel)) == data, rel
+    assert cli.main(["models", "tiny", url]) == 0
+    assert storage.read_marker(url)["time"] == marker["time"]
+
+
+def test_other_seed_other_weights(tmp_path, zoo_dir):
+    zoo.build_cogvideox(str(tmp_path), seed=1)
+    name = "transformer/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / name).read_bytes() != _files(os.path.join(zoo_dir, "cogvideox"))[name]
+    assert zoo.spec_hash(1) != zoo.spec_hash(0)
+
+
+def test_local_dir_forms(tmp_path):
+    assert models.local_dir("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert models.local_dir(f"file://{tmp_path}") == str(tmp_path)
+    assert models.local_dir(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        models.local_dir(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError):
+        models.local_dir(f"memory://lift-test/{uuid.uuid4().hex}")
+
+
+def test_remote_cache_refetches_changed_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    (src / "sub" / "weights.bin").write_bytes(b"v1")
+    url = f"memory://lift-test/{uuid.uuid4().hex[:8]}/model"
+    storage.write_text(storage.join(url, "stale.json"), "left over from an older save")
+    models.save_folder(str(src), url)
+    assert storage.listdir(url) == ["config.json", "sub"]
+    first = models.local_dir(url)
+    assert models.local_dir(url) == first
+    assert open(os.path.join(first, "sub", "weights.bin"), "rb").read() == b"v1"
+    storage.write_marker(url, "test", "new")
+    second = models.local_dir(url)
+    assert second != first and os.path.exists(os.path.join(second, storage.MARKER))
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted(os.path.basename(p) for p in (first, second))
