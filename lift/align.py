@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from lift import dist, families, hra, logs, models, storage, train, video
-from lift.score import SCORES
+from lift.score import SCORES, read_items
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +46,22 @@ class Example:
     reward: float | None  # None for real clips
 
 
-def _read_jsonl(url: str) -> list[dict]:
-    out = []
+def _read_scores(url: str) -> dict[str, dict]:
+    """Score records by id, each checked: an object with an 'id' and a 'reward' that is a finite number or null."""
+    out = {}
     for n, line in enumerate(storage.read_text(url).splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{url}:{n}: invalid JSON: {e.msg}") from None
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{url}:{n}: invalid JSON: {e.msg}") from None
+        reward = rec.get("reward", "missing") if isinstance(rec, dict) else "missing"
+        finite = type(reward) in (int, float) and math.isfinite(reward)
+        if not isinstance(rec, dict) or "id" not in rec or not (reward is None or finite):
+            raise ValueError(f"{url}:{n}: a score needs an 'id' and a 'reward' that is a finite number or null, "
+                             f"got {line.strip()[:200]}")
+        out[str(rec["id"])] = rec
     return out
 
 
@@ -70,31 +79,29 @@ def build_examples(cfg: DictConfig) -> tuple[list[Example], dict]:
     """D_syn (weighted by the objective's variant) and D_real, mixed with weights that keep L unbiased."""
     obj = cfg.objective
     manifest = storage.join(cfg.rollouts, "manifest.jsonl")
-    rollouts = _read_jsonl(manifest)
+    rollouts = read_items(manifest)  # checked line by line; videos may not leave the rollouts folder
     stats = {"rollouts": len(rollouts)}
     if obj.reward_weighting or obj.rejection_sampling:
-        scores = {r["id"]: r for r in _read_jsonl(storage.join(cfg.scores, SCORES))}
-        missing = [r["id"] for r in rollouts if r["id"] not in scores]
+        scores = _read_scores(storage.join(cfg.scores, SCORES))
+        missing = [r.id for r in rollouts if r.id not in scores]
         if missing:
             raise ValueError(f"{cfg.scores}: no score for {len(missing)} rollouts, e.g. {missing[:5]}")
-        scored = [(r, scores[r["id"]]) for r in rollouts if scores[r["id"]]["reward"] is not None]
+        scored = [(r, scores[r.id]) for r in rollouts if scores[r.id]["reward"] is not None]
         stats["unscored"] = len(rollouts) - len(scored)
         if obj.rejection_sampling:
-            kept = [(r, s) for r, s in scored if all(s["labels"].get(d) == "Good" for d in hra.DIMENSIONS)]
+            kept = [(r, s) for r, s in scored if all(s.get("labels", {}).get(d) == "Good" for d in hra.DIMENSIONS)]
             weights = [1.0] * len(kept)
         else:
             kept = scored
             weights = _normalise([s["reward"] for _, s in kept], obj.reward_norm)
-        syn = [Example(r["id"], storage.join(cfg.rollouts, r["video"]), r["prompt"], w, s["reward"])
-               for (r, s), w in zip(kept, weights)]
+        syn = [Example(r.id, r.url, r.prompt, w, s["reward"]) for (r, s), w in zip(kept, weights)]
         stats["mean_reward"] = round(sum(s["reward"] for _, s in scored) / max(len(scored), 1), 6)
     else:
-        syn = [Example(r["id"], storage.join(cfg.rollouts, r["video"]), r["prompt"], 1.0, None) for r in rollouts]
+        syn = [Example(r.id, r.url, r.prompt, 1.0, None) for r in rollouts]
     real = []
     if cfg.real and obj.lambda_real > 0:
         real_manifest = storage.join(cfg.real, "manifest.jsonl")
-        real = [Example(f"real/{r['id']}", storage.join(cfg.real, r["video"]), r["prompt"], obj.lambda_real, None)
-                for r in _read_jsonl(real_manifest)]
+        real = [Example(f"real/{r.id}", r.url, r.prompt, obj.lambda_real, None) for r in read_items(real_manifest)]
     if not syn and not real:
         raise ValueError(f"{manifest}: nothing to train on (no rollout kept by the objective and no real clips)")
     total = len(syn) + len(real)
@@ -127,11 +134,17 @@ class LatentCache:
 
     def fill(self, examples: list[Example], pipe, family, cfg: DictConfig, runtime: dist.Runtime) -> list[str]:
         """Encode what is missing (each rank a strided share); returns every example's latent URL."""
-        keys = [hashlib.sha256(storage.read_bytes(ex.video)).hexdigest()[:24] for ex in examples]
+        mine = range(runtime.rank, len(examples), runtime.world_size)
+        # Content keys: each rank reads and hashes only its own share, then the ranks swap keys (a video is read
+        # once per job for its key, not once per rank: 40k x 5 MB on 64 ranks is 200 GB, not 12.8 TB).
+        keys: list[str] = [""] * len(examples)
+        for part in dist.all_gather_objects(
+                {i: hashlib.sha256(storage.read_bytes(examples[i].video)).hexdigest()[:24] for i in mine}):
+            for i, key in part.items():
+                keys[i] = key
         have_latents = set(storage.listdir(storage.join(self.url, "latents")))
         have_text = set(storage.listdir(storage.join(self.url, "text")))
         counts = torch.zeros(3, dtype=torch.long)  # vae encodes, text encodes, cache hits
-        mine = range(runtime.rank, len(examples), runtime.world_size)
         for i in logs.progress(mine, desc="cache", unit="video"):
             ex, key = examples[i], keys[i]
             if f"{key}.safetensors" in have_latents:
@@ -195,7 +208,8 @@ def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
     weights = train.full_state_dict(transformer)
     url = storage.join(cfg.out, "model")
     if runtime.is_main:
-        pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path)
+        pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path,
+                               trust_remote_code=cfg.model.trust_remote_code)
         pipe.transformer.load_state_dict(weights)
         with tempfile.TemporaryDirectory(prefix="lift-align-") as tmp:
             pipe.save_pretrained(tmp)
@@ -205,13 +219,25 @@ def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
     return url
 
 
+def make_loss_fn(pipe, family, seed: int, device: torch.device) -> train.LossFn:
+    """`train.fit`'s loss: the family's objective, noise drawn per example from (seed, step, example index)."""
+
+    def loss_fn(model, batch, step):
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + step * 100_019 + i) for i in batch["index"]]
+        per_sample = family.loss(pipe, model, batch["latents"].to(device), batch["embeds"].to(device), generators)
+        return weighted_loss(per_sample, batch)
+
+    return loss_fn
+
+
 def run(cfg: DictConfig) -> dict:
     runtime = dist.init()
     family = families.get(cfg.model.family)
     examples, stats = build_examples(cfg)
     logs.event(log, "alignment data", **stats)
     dtype = torch.bfloat16 if runtime.device.type == "cuda" and cfg.trainer.mixed_precision == "bf16" else torch.float32
-    pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path, device=runtime.device)
+    pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path, device=runtime.device,
+                           trust_remote_code=cfg.model.trust_remote_code)
     if runtime.device.type == "cuda":
         pipe.vae.to(dtype)
         pipe.text_encoder.to(dtype)
@@ -225,14 +251,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.trainer.activation_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer = train.shard_model(transformer, family.blocks(transformer), runtime, cfg.trainer)
-    seed = cfg.trainer.seed
-
-    def loss_fn(model, batch, step):
-        generators = [torch.Generator().manual_seed(seed * 1_000_003 + step * 100_019 + i) for i in batch["index"]]
-        per_sample = family.loss(pipe, model, batch["latents"].to(runtime.device),
-                                 batch["embeds"].to(runtime.device), generators)
-        return weighted_loss(per_sample, batch)
-
+    loss_fn = make_loss_fn(pipe, family, cfg.trainer.seed, runtime.device)
     fingerprint = {"base": cfg.model.name_or_path, "family": cfg.model.family,
                    "objective": OmegaConf.to_container(cfg.objective), "shape": [cfg.frames, cfg.height, cfg.width]}
     counts = train.fit(model=transformer, dataset=Cached(examples, latent_urls, cache), collate=collate,

@@ -31,14 +31,16 @@ log = logging.getLogger("lift")
 # stage -> "module:function" taking the resolved config and returning the counts for its _SUCCESS marker.
 # None marks a stage whose implementation has not landed yet.
 STAGES: dict[str, str | None] = {
+    "base": "lift.base:run",
     "critic": "lift.critic:run",
     "critic-eval": "lift.critic_eval:run",
     "generate": "lift.generate:run",
     "score": "lift.score:run",
     "align": "lift.align:run",
-    "evaluate": None,
+    "evaluate": "lift.evaluate:run",
 }
 STAGE_HELP = {
+    "base": "toy world: train the tiny zoo's VAE and transformer into a base model worth aligning",
     "critic": "train the critic VLM on human ratings with reasons (SFT, LoRA or full, FSDP2)",
     "critic-eval": "accuracy table of the critic on the test split",
     "generate": "roll out videos from the base text-to-video model",
@@ -51,6 +53,7 @@ DATA_COMMANDS: dict[str, str | None] = {
     "toy": "lift.toy:generate", "import": "lift.release:import_release", "export": "lift.release:export_release",
 }
 MODEL_COMMANDS: dict[str, str | None] = {"tiny": "lift.zoo:write_tiny"}
+REPORT: str | None = "lift.report:write_report"  # "module:function" writing RUN_URL/report/ and returning its index URL
 STARTED = "_STARTED"  # which config is writing this output: parts of another config are never reused
 PIPELINE_ORDER = ["data", "critic", "critic-eval", "generate", "score", "align", "evaluate"]
 
@@ -194,21 +197,6 @@ def wait_for(urls: list[str], timeout: float = 0, interval: float = 10) -> None:
     logs.event(log, "inputs complete", urls=",".join(urls))
 
 
-def run_pipeline(cfg, force: bool = False) -> None:
-    """Every stage in order; a stage not built yet ends the run early with a note instead of failing it."""
-    ran = []
-    for stage in PIPELINE_ORDER:
-        section = config.section(cfg, stage)
-        target = DATA_COMMANDS[section.source] if stage == "data" else STAGES[stage]
-        if target is None:
-            remaining = PIPELINE_ORDER[PIPELINE_ORDER.index(stage):]
-            log.warning("pipeline: stopping before '%s': not built yet (%s)", stage, ", ".join(remaining))
-            break
-        run_stage(stage, target, section, force=force)
-        ran.append(stage)
-    logs.event(log, "pipeline: finished", run=cfg.run, stages=",".join(ran) or "none")
-
-
 def _dispatch(args) -> None:
     if args.command == "config":
         if args.config or args.overrides:
@@ -231,14 +219,27 @@ def _dispatch(args) -> None:
     elif args.command == "pipeline":
         overrides = ([f"run={args.run_url}"] if args.run_url else []) + args.overrides
         cfg = config.load("pipeline", args.config, overrides)
-        run_pipeline(cfg, force=args.force)
+        from lift import pipeline
+
+        stages = pipeline.run(cfg, force=args.force)
+        logs.event(log, "pipeline: finished", run=cfg.run, stages=",".join(stages))
     elif args.command == "report":
-        _resolve(None, "lift report")(args.run_url)
+        print(_resolve(REPORT, "lift report")(args.run_url))
     elif args.command in submit.COMMANDS:
         submit.dispatch(args)
     else:
         cfg = config.load(args.command, args.config, args.overrides)
         run_stage(args.command, STAGES[args.command], cfg, force=args.force)
+
+
+def _reason(e: BaseException) -> str:
+    """An error's message; for one re-raised from a DataLoader worker (whose message carries the worker's
+    traceback), the original error's own message, so the reason stays one line that names the file."""
+    text = str(e)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        last = text.rstrip().rsplit("\n", 1)[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,12 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(f"lift: config error: {logs.redact(str(e))}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, PermissionError, ValueError, TimeoutError) as e:
-        print(f"lift: error: {logs.redact(str(e))}", file=sys.stderr)
+    except (OSError, ValueError, FloatingPointError) as e:  # missing files, storage, bad input, diverging loss
+        print(f"lift: error: {logs.redact(_reason(e))}", file=sys.stderr)
         return 1
     except Exception as e:  # an unexpected failure: keep the traceback for debugging, end on the one-line reason
-        traceback.print_exc()
-        print(f"lift: error: {type(e).__name__}: {logs.redact(str(e))}", file=sys.stderr)
+        sys.stderr.write(logs.redact(traceback.format_exc()))
+        print(f"lift: error: {type(e).__name__}: {logs.redact(_reason(e))}", file=sys.stderr)
         return 1
     finally:
         dist.shutdown()

@@ -62,6 +62,8 @@ class TrainerConfig:
     """Save a DCP checkpoint every N optimizer steps (0: only at the end)."""
     keep_checkpoints: int = 2
     """Complete checkpoints to keep; older ones are deleted after a newer one is committed."""
+    async_checkpoint: bool = True
+    """Upload checkpoints in the background during the next step (committed at its end); false: block until saved."""
     log_every: int = 10
     """Log scalars every N optimizer steps."""
     num_workers: int = 2
@@ -165,6 +167,8 @@ class CriticModelConfig:
     """Train on reasons; false trains '<Label>.' alone (the paper's ablation)."""
     freeze_vision: bool = True
     """Keep the vision tower and projector frozen, as the paper does."""
+    trust_remote_code: bool = False
+    """Run Python code shipped inside the model folder (transformers auto_map); off unless the model needs it."""
 
 
 @dataclass
@@ -214,6 +218,8 @@ class T2VModelConfig:
     """Model family: selects pipeline class and training objective."""
     name_or_path: str = "${run}/base"
     """Hub id, local folder or object-storage URL (e.g. THUDM/CogVideoX-2b)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped inside the pipeline folder (custom components); off unless the model needs it."""
 
 
 @dataclass
@@ -270,6 +276,8 @@ class ScoreConfig:
     """Folder of videos with metadata (or any HRA-style manifest folder)."""
     critic: str = "${run}/critic/model"
     """The trained critic (transformers layout)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped inside the critic's folder (transformers auto_map); off unless the model needs it."""
     out: str = "${run}/scores"
     """Output folder: score part files (JSONL), _SUCCESS."""
     mode: Literal["logits", "generate"] = "logits"
@@ -350,9 +358,49 @@ class EvaluateConfig:
     """Videos per prompt and model; both models share the seeds."""
     seed: int = 1000
     """Base seed of the derived per-video seeds (apart from the rollouts' seeds)."""
+    batch_size: int = 4
+    """Videos per pipeline call."""
+    score_batch_size: int = 8
+    """Videos per critic forward pass per rank."""
+    label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
+    """s(label) of LiFT's reward r = mean over dimensions of s(label) (expected under the critic's probabilities)."""
+    dimension_weights: Dict[str, float] = field(
+        default_factory=lambda: {"semantic": 1.0, "motion": 1.0, "fidelity": 1.0}
+    )
+    """Weight of each dimension in the reward's mean."""
+    tie_margin: float = 1e-4
+    """Reward differences up to this count as a tie (half a win) in the win rate."""
     num_shards: int = 0
     """Part files of the output; 0 means one per rank."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+@dataclass
+class BaseConfig:
+    """`lift base` (toy world): train the tiny zoo's VAE and transformer on toy clips into a base model."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; every default path below hangs off it."""
+    data: str = "${run}/data"
+    """Toy data folder: every rated clip (defects included) is training data."""
+    start: str = "${run}/models/cogvideox"
+    """The random tiny CogVideoX pipeline to start from."""
+    work: str = "${run}/base_train"
+    """Checkpoints and intermediate models."""
+    out: str = "${run}/base"
+    """The base pipeline, diffusers layout."""
+    frames: int = 16
+    """Frames per training clip (CogVideoX's VAE takes 8k or 8k+1)."""
+    size: int = 32
+    """Clip height and width in pixels."""
+    kl_weight: float = 1e-6
+    """Weight of the VAE's KL term next to reconstruction MSE."""
+    vae: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        lr=1e-3, max_steps=300, batch_size=8, warmup_steps=20, checkpoint_every=100, activation_checkpointing=False,
+        num_workers=1, log_every=25))
+    transformer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        lr=5e-4, max_steps=1200, batch_size=8, warmup_steps=50, betas=[0.9, 0.95], weight_decay=1e-4,
+        checkpoint_every=400, activation_checkpointing=False, num_workers=1, log_every=50))
 
 
 @dataclass
@@ -361,17 +409,36 @@ class PipelineConfig:
 
     run: str = DEFAULT_RUN
     """Run folder URL; every stage's paths hang off it."""
-    data: DataConfig = field(default_factory=lambda: DataConfig(run="${run}"))
-    critic: CriticConfig = field(default_factory=lambda: CriticConfig(run="${run}"))
-    critic_eval: CriticEvalConfig = field(default_factory=lambda: CriticEvalConfig(run="${run}"))
-    generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(run="${run}"))
-    score: ScoreConfig = field(default_factory=lambda: ScoreConfig(run="${run}"))
-    align: AlignConfig = field(default_factory=lambda: AlignConfig(run="${run}"))
-    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(run="${run}"))
-
+    # The embedded default is sized to finish on a 2-core laptop in minutes; cluster configs raise every budget.
+    data: DataConfig = field(default_factory=lambda: DataConfig(
+        run="${run}", toy=ToyConfig(num_clips=400, num_prompts=8, num_real=32)))
+    base: BaseConfig = field(default_factory=lambda: BaseConfig(
+        run="${run}",
+        vae=TrainerConfig(lr=1e-3, max_steps=24, batch_size=4, warmup_steps=4, checkpoint_every=12,
+                          activation_checkpointing=False, num_workers=1, log_every=10),
+        transformer=TrainerConfig(lr=5e-4, max_steps=150, batch_size=8, warmup_steps=10, betas=[0.9, 0.95],
+                                  weight_decay=1e-4, checkpoint_every=50, activation_checkpointing=False,
+                                  num_workers=1, log_every=25)))
+    # A tiny critic from scratch learns the toy world reason-first and fully fine-tuned (DESIGN.md's measurements).
+    critic: CriticConfig = field(default_factory=lambda: CriticConfig(
+        run="${run}", model=CriticModelConfig(answer_format="reason_first"), lora=LoraConfig(enabled=False),
+        trainer=TrainerConfig(lr=3e-4, warmup_steps=10, max_steps=200, batch_size=8, checkpoint_every=100,
+                              activation_checkpointing=False, num_workers=1, log_every=20)))
+    critic_eval: CriticEvalConfig = field(default_factory=lambda: CriticEvalConfig(run="${run}", max_new_tokens=24))
+    generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(
+        run="${run}", sampling=SamplingConfig(steps=20)))
+    score: ScoreConfig = field(default_factory=lambda: ScoreConfig(run="${run}", max_new_tokens=24))
+    align: AlignConfig = field(default_factory=lambda: AlignConfig(
+        run="${run}",
+        trainer=TrainerConfig(lr=1e-4, betas=[0.9, 0.95], weight_decay=1e-4, warmup_steps=10,
+                              schedule="cosine_with_restarts", batch_size=8, grad_clip=1.0, max_steps=100,
+                              checkpoint_every=50, activation_checkpointing=False, num_workers=1, log_every=10)))
+    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(
+        run="${run}", sampling=SamplingConfig(steps=20)))
 
 SCHEMAS: dict[str, type] = {
     "data": DataConfig,
+    "base": BaseConfig,
     "critic": CriticConfig,
     "critic-eval": CriticEvalConfig,
     "generate": GenerateConfig,

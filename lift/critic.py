@@ -100,6 +100,29 @@ class Examples(torch.utils.data.Dataset):
         return {"frames": video.read_video(ex.video, self.frames).permute(0, 3, 1, 2), "example": ex}
 
 
+def encode(processor, texts: list[str], videos: list[torch.Tensor], fps: float) -> dict:
+    """The processor's inputs for chat texts and their (T, C, H, W) uint8 frames, shown at `fps`.
+
+    Qwen2.5-VL places video tokens in time by the sampled frames' rate, which it reads from `video_metadata`
+    only (a plain `fps=` argument is ignored and 24 fps assumed, which puts most frames of a short clip at the
+    same temporal position).
+    """
+    metadata = [{"fps": fps, "total_num_frames": len(v)} for v in videos]
+    return processor(text=texts, videos=videos, video_metadata=metadata, padding=True, return_tensors="pt")
+
+
+def answer_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
+    """Loss targets of right-padded chat batches: the last assistant turn and its end token; -100 elsewhere."""
+    start_id, end_id = tokenizer.convert_tokens_to_ids("<|im_start|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    header = len(tokenizer.encode("assistant\n", add_special_tokens=False))
+    labels = torch.full_like(input_ids, -100)
+    for row, ids in enumerate(input_ids.tolist()):
+        start = max(i for i, t in enumerate(ids) if t == start_id) + 1 + header
+        end = ids.index(end_id, start)
+        labels[row, start:end + 1] = input_ids[row, start:end + 1]
+    return labels
+
+
 class Collate:
     """Tokenise a batch with the critic's processor and mask everything but the answer (and its end token).
 
@@ -122,15 +145,8 @@ class Collate:
         proc = self.processor
         texts = [proc.apply_chat_template(messages(i["example"].prompt, i["example"].dimension, i["example"].answer),
                                           tokenize=False) for i in items]
-        enc = proc(text=texts, videos=[i["frames"] for i in items], fps=self.fps, padding=True, return_tensors="pt")
-        tok = proc.tokenizer
-        start_id, end_id = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
-        header = len(tok.encode("assistant\n", add_special_tokens=False))
-        labels = torch.full_like(enc["input_ids"], -100)
-        for row, ids in enumerate(enc["input_ids"].tolist()):
-            start = max(i for i, t in enumerate(ids) if t == start_id) + 1 + header
-            end = ids.index(end_id, start)
-            labels[row, start:end + 1] = enc["input_ids"][row, start:end + 1]
+        enc = encode(proc, texts, [i["frames"] for i in items], self.fps)
+        labels = answer_labels(enc["input_ids"], proc.tokenizer)
         return {"inputs": {**enc, "labels": labels}, "ids": [f"{i['example'].id}/{i['example'].dimension}" for i in items]}
 
 
@@ -179,7 +195,8 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
     weights = train.full_state_dict(model)
     url = storage.join(cfg.out, "model")
     if runtime.is_main:
-        base, processor = models.load_critic(cfg.model.name_or_path)
+        base, processor = models.load_critic(cfg.model.name_or_path,
+                                             trust_remote_code=cfg.model.trust_remote_code)
         if cfg.lora.enabled:
             base = _adapt(base, cfg)
             base.load_state_dict(weights)
@@ -202,7 +219,8 @@ def run(cfg: DictConfig) -> dict:
     """`lift critic`: SFT of the critic on the train split, then export."""
     runtime = dist.init()
     examples = examples_from_manifest(cfg.data, "train", cfg.model.answer_format, cfg.model.with_reasons)
-    model, processor = models.load_critic(cfg.model.name_or_path, device=runtime.device)
+    model, processor = models.load_critic(cfg.model.name_or_path, device=runtime.device,
+                                          trust_remote_code=cfg.model.trust_remote_code)
     torch.manual_seed(cfg.trainer.seed)  # adapters are initialised randomly: same seed, same run
     model = _adapt(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

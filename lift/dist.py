@@ -42,8 +42,25 @@ def init(timeout_s: int = 1800) -> Runtime:
         device = torch.device("cpu")
     if world_size > 1 and not torch_dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        torch_dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), device_id=device if device.type == "cuda" else None)
+        torch_dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s),
+                                      device_id=device if device.type == "cuda" else None,
+                                      **_attempt_store(rank, world_size, timeout_s))
     return Runtime(rank, world_size, local_rank, device)
+
+
+def _attempt_store(rank: int, world_size: int, timeout_s: int) -> dict:
+    """Under torchrun, the agent's store with keys prefixed by the restart attempt.
+
+    torchrun's agent serves one store for all attempts and torch 2.14's workers no longer prefix their keys per
+    attempt, so after `--max-restarts` restarts a worker, its peers can read the dead worker's gloo/NCCL address
+    from the first attempt and fail with "connection refused" (pytorch#167288). Outside torchrun: nothing to add.
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = torch_dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                                is_master=False, timeout=timedelta(seconds=timeout_s))
+    return {"store": torch_dist.PrefixStore(f"lift/attempt-{attempt}", store), "rank": rank, "world_size": world_size}
 
 
 def barrier() -> None:

@@ -38,9 +38,13 @@ def read_prompts(url: str) -> list[dict]:
             continue
         try:
             obj = json.loads(line)
-            prompts.append({"id": str(obj["id"]), "prompt": str(obj["prompt"])})
+            prompt = {"id": str(obj["id"]), "prompt": str(obj["prompt"])}
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{url}:{n}: not a {{\"id\", \"prompt\"}} JSON line ({type(e).__name__}: {e})") from None
+        if not prompt["id"].strip() or "/" in prompt["id"] or storage.unsafe_path(prompt["id"]):
+            # an id names the prompt's video files, which may not land outside the output folder
+            raise ValueError(f"{url}:{n}: prompt id {prompt['id']!r} cannot name a file (empty, '/', '\\' or '..')")
+        prompts.append(prompt)
     if not prompts:
         raise ValueError(f"{url}: the prompt file is empty")
     ids = [p["id"] for p in prompts]
@@ -68,9 +72,10 @@ def sample(pipe, prompts: list[str], seeds: list[int], cfg: DictConfig, device: 
     return to_uint8(np.asarray(out.frames))
 
 
-def load_pipeline(family: str, name_or_path: str, sampling: DictConfig, device: torch.device):
+def load_pipeline(family: str, name_or_path: str, sampling: DictConfig, device: torch.device,
+                  trust_remote_code: bool = False):
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    pipe = models.load_t2v(family, name_or_path, dtype=dtype, device=device)
+    pipe = models.load_t2v(family, name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cuda":
         if sampling.vae_tiling:
@@ -91,7 +96,8 @@ def run(cfg: DictConfig) -> dict:
     logs.event(log, "generating", videos=len(items), prompts=len(prompts), shards=shards.num_shards,
                my_shards=len(todo), model=cfg.model.name_or_path)
     if todo:
-        pipe = load_pipeline(cfg.model.family, cfg.model.name_or_path, cfg.sampling, runtime.device)
+        pipe = load_pipeline(cfg.model.family, cfg.model.name_or_path, cfg.sampling, runtime.device,
+                             cfg.model.trust_remote_code)
         bar = logs.progress(total=sum(len(storage.shard_slice(items, s, shards.num_shards)) for s in todo),
                             desc="generate", unit="video")
         for shard in todo:

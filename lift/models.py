@@ -109,24 +109,34 @@ def save_folder(local: str, url: str) -> None:
     fs.put([os.path.join(local, f) for f in files], [f"{root}/{f}" for f in files])
 
 
-def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu") -> tuple[PreTrainedModel, ProcessorMixin]:
-    """(model, processor) of a video VLM critic in transformers layout (Qwen2-VL / Qwen2.5-VL and kin)."""
+def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                trust_remote_code: bool = False) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """(model, processor) of a video VLM critic in transformers layout (Qwen2-VL / Qwen2.5-VL and kin).
+
+    Code shipped inside a model folder (`auto_map` in its config) runs only with `trust_remote_code=True`, which
+    only the config's `model.trust_remote_code` turns on; weights load from safetensors only.
+    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     path = local_dir(name_or_path)
-    processor = AutoProcessor.from_pretrained(path)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                        use_safetensors=True).to(device)
     return model, processor
 
 
 def load_t2v(family: Family, name_or_path: str, dtype: torch.dtype = torch.float32,
-             device: str | torch.device = "cpu") -> DiffusionPipeline:
-    """A diffusers text-to-video pipeline. Wan's VAE stays in float32, as the Wan reference recipe keeps it."""
+             device: str | torch.device = "cpu", trust_remote_code: bool = False) -> DiffusionPipeline:
+    """A diffusers text-to-video pipeline. Wan's VAE stays in float32, as the Wan reference recipe keeps it.
+
+    Custom component code in the folder runs only with `trust_remote_code=True` (the config's
+    `model.trust_remote_code`); weights load from safetensors only.
+    """
     import diffusers
 
     if family not in PIPELINES:
         raise ValueError(f"unknown text-to-video family '{family}'; families: {', '.join(PIPELINES)}")
     dtypes = {"default": dtype, "vae": torch.float32} if family == "wan" else dtype
-    pipeline = getattr(diffusers, PIPELINES[family]).from_pretrained(local_dir(name_or_path), dtype=dtypes)
+    pipeline = getattr(diffusers, PIPELINES[family]).from_pretrained(
+        local_dir(name_or_path), dtype=dtypes, trust_remote_code=trust_remote_code, use_safetensors=True)
     return pipeline.to(device)

@@ -12,6 +12,7 @@ Two modes, both deterministic and batched (B videos x 3 questions per forward):
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -53,14 +54,25 @@ def read_items(manifest_url: str) -> list[Item]:
     for n, line in enumerate(storage.read_text(manifest_url).splitlines(), 1):
         if not line.strip():
             continue
+        where = f"{manifest_url}:{n}"
         try:
             obj = json.loads(line)
-            items.append(Item(str(obj["id"]), obj["video"], storage.join(storage.parent(manifest_url), obj["video"]),
-                              obj["prompt"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            problems.append(f"{manifest_url}:{n}: {type(e).__name__}: {e}")
+        except json.JSONDecodeError as e:
+            problems.append(f"{where}: invalid JSON: {e.msg} at column {e.colno}")
+            continue
+        missing = [k for k in ("id", "video", "prompt") if k not in obj] if isinstance(obj, dict) else None
+        if missing is None or missing:
+            problems.append(f"{where}: " + (f"missing field(s) {', '.join(missing)}" if missing else
+                                            f"a line must be a JSON object, got {type(obj).__name__}"))
+            continue
+        try:  # `video` may not leave the manifest's folder
+            url = storage.child(storage.parent(manifest_url), obj["video"], where)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        items.append(Item(str(obj["id"]), obj["video"], url, str(obj["prompt"])))
     if problems:
-        raise ValueError(f"{len(problems)} bad line(s):\n" + "\n".join(problems[:20]))
+        raise ValueError(f"{manifest_url}: {len(problems)} bad line(s):\n" + "\n".join(problems[:20]))
     if not items:
         raise ValueError(f"{manifest_url}: no videos to score")
     return items
@@ -80,21 +92,26 @@ class _Frames(torch.utils.data.Dataset):
 class Scorer:
     """A loaded critic with its prompt format; `rate` answers the three questions for a batch of videos."""
 
-    def __init__(self, critic_url: str, device: torch.device, max_new_tokens: int = 64):
+    def __init__(self, critic_url: str, device: torch.device, max_new_tokens: int = 64,
+                 trust_remote_code: bool = False):
         self.url, self.device, self.max_new_tokens = critic_url, device, max_new_tokens
         recorded = storage.read_marker(critic_url) or {}  # our exports record how the critic was trained
         self.answer_format = recorded.get("answer_format", "label_first")
         self.frames = int(recorded.get("frames", 8))
         self.fps = float(recorded.get("sample_fps", 4.0))
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        self.model, self.processor = models.load_critic(critic_url, dtype=dtype, device=device)
+        self.model, self.processor = models.load_critic(critic_url, dtype=dtype, device=device,
+                                                        trust_remote_code=trust_remote_code)
         self.model.eval()
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # generation and last-position logits need left padding
         self.label_ids = critic.label_token_ids(self.tokenizer, self.answer_format)
+        inner = getattr(self.model, "model", None)
+        self._precomputed_video = (hasattr(self.model, "get_video_features") and inner is not None and
+                                   "mm_encoder_outputs" in inspect.signature(inner.forward).parameters)
 
     def _encode(self, texts: list[str], frames: list[torch.Tensor]) -> dict:
-        enc = self.processor(text=texts, videos=frames, fps=self.fps, padding=True, return_tensors="pt")
+        enc = critic.encode(self.processor, texts, frames, self.fps)  # the frames' rate, as in training
         return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in enc.items()}
 
     def _prompts(self, items: list[Item]) -> list[str]:
@@ -107,8 +124,20 @@ class Scorer:
         out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
         return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def _label_probs(self, texts: list[str], frames: list[torch.Tensor]) -> torch.Tensor:
-        logits = self.model(**self._encode(texts, frames)).logits[:, -1, self.label_ids]
+    def _label_probs(self, texts: list[str], frames: list[torch.Tensor], repeats: int = 1) -> torch.Tensor:
+        """P(label) at the end of each text. `frames` holds each video `repeats` times in a row (one per question):
+        the vision tower then encodes each video once and its features are reused for every question, which
+        transformers' `mm_encoder_outputs` allows (3x less vision compute for LiFT's three questions)."""
+        enc = self._encode(texts, frames)
+        if repeats > 1 and self._precomputed_video:
+            grid = enc["video_grid_thw"]
+            blocks = torch.split(enc.pop("pixel_values_videos"), grid.prod(-1).tolist())
+            video = self.model.get_video_features(torch.cat(blocks[::repeats]), grid[::repeats], return_dict=True)
+            video.pooler_output = tuple(f for f in video.pooler_output for _ in range(repeats))
+            enc["mm_encoder_outputs"] = {"video": video}
+        # Only the last position's logits: the full (batch x length x vocabulary) tensor is ~15 GB in fp32 for 24
+        # sequences of ~1k tokens with Qwen2.5's 152k-token vocabulary.
+        logits = self.model(**enc, logits_to_keep=1).logits[:, -1, self.label_ids]
         return torch.softmax(logits.float(), dim=-1).cpu()
 
     @torch.inference_mode()
@@ -121,9 +150,10 @@ class Scorer:
             answers = self._generate(texts, per_q, self.max_new_tokens)
         elif self.answer_format == "reason_first":
             reasons = [critic.reason_of(a, "reason_first") for a in self._generate(texts, per_q, self.max_new_tokens)]
-            probs = self._label_probs([t + r + " " + critic.VERDICT for t, r in zip(texts, reasons)], per_q)
+            probs = self._label_probs([t + r + " " + critic.VERDICT for t, r in zip(texts, reasons)], per_q,
+                                      len(hra.DIMENSIONS))
         else:
-            probs = self._label_probs(texts, per_q)
+            probs = self._label_probs(texts, per_q, len(hra.DIMENSIONS))
         for q in range(len(texts)):
             res, dim = results[q // len(hra.DIMENSIONS)], hra.DIMENSIONS[q % len(hra.DIMENSIONS)]
             if mode == "generate":
@@ -144,6 +174,14 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+def frame_loader(items: list[Item], frames: int, batch_size: int, workers: int = 2) -> torch.utils.data.DataLoader:
+    """Batches of (item, frames [T, C, H, W] uint8) decoded by `workers` processes, 4 batches prefetched each."""
+    workers = min(workers, len(items))
+    return torch.utils.data.DataLoader(_Frames(items, frames), batch_size=batch_size, collate_fn=_as_list,
+                                       num_workers=workers, prefetch_factor=4 if workers > 1 else None,
+                                       multiprocessing_context="fork" if workers > 1 else None)
+
+
 def score_sharded(items: list[Item], scorer: Scorer, out_url: str, mode: str, batch_size: int, num_shards: int,
                   runtime: dist.Runtime, make_record) -> list[dict]:
     """Rate every item once across ranks; committed parts are skipped, so a rerun finishes only the rest.
@@ -157,16 +195,19 @@ def score_sharded(items: list[Item], scorer: Scorer, out_url: str, mode: str, ba
                         desc="score", unit="video")
     for shard in todo:
         mine = storage.shard_slice(items, shard, shards.num_shards)
-        loader = torch.utils.data.DataLoader(_Frames(mine, scorer.frames), batch_size=batch_size,
-                                             collate_fn=_as_list, num_workers=min(2, len(mine)),
-                                             prefetch_factor=4 if len(mine) > 1 else None,
-                                             multiprocessing_context="fork" if len(mine) > 1 else None)
+        batches = iter(frame_loader(mine, scorer.frames, batch_size))
         lines = []
-        for batch in loader:
-            batch_items, frames = [b[0] for b in batch], [b[1] for b in batch]
-            for it, rating in zip(batch_items, scorer.rate(batch_items, frames, mode)):
-                lines.append(json.dumps(make_record(it, rating), sort_keys=True))
-            bar.update(len(batch))
+        try:
+            for batch in batches:
+                batch_items, frames = [b[0] for b in batch], [b[1] for b in batch]
+                for it, rating in zip(batch_items, scorer.rate(batch_items, frames, mode)):
+                    lines.append(json.dumps(make_record(it, rating), sort_keys=True))
+                bar.update(len(batch))
+        except BaseException:
+            # A worker's error (a bad video) leaves the iterator in a reference cycle; freed later by the garbage
+            # collector, its queues can go first and each worker then waits out a 5 s join. Stop them now.
+            getattr(batches, "_shutdown_workers", lambda: None)()
+            raise
         shards.commit(shard, "".join(line + "\n" for line in lines).encode())
     bar.close()
     dist.barrier()
@@ -184,7 +225,7 @@ def run(cfg: DictConfig) -> dict:
         if sorted(cfg[key]) != sorted(expected):
             raise ValueError(f"config key '{key}' must have exactly the keys {list(expected)}, got {list(cfg[key])}")
     items = read_items(storage.join(cfg.rollouts, "manifest.jsonl"))
-    scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens)
+    scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens, cfg.trust_remote_code)
     scores, weights = dict(cfg.label_scores), dict(cfg.dimension_weights)
 
     def make_record(item: Item, rating: dict) -> dict:
@@ -197,6 +238,10 @@ def run(cfg: DictConfig) -> dict:
     records = score_sharded(items, scorer, cfg.out, cfg.mode, cfg.batch_size, cfg.num_shards, runtime, make_record)
     if not runtime.is_main:
         return {}
+    unparsable = [f"{r['id']} ({', '.join(r['unparsable'])})" for r in records if r["unparsable"]]
+    if unparsable:
+        log.warning("%d of %d videos got a critic answer without a label; their reward is null (never Good) and "
+                    "align leaves them out: %s", len(unparsable), len(records), ", ".join(unparsable[:20]))
     rewards = [r["reward"] for r in records if r["reward"] is not None]
     labels = {d: {l: sum(r["labels"].get(d) == l for r in records) for l in hra.LABELS} for d in hra.DIMENSIONS}
     return {"videos": len(records), "unparsable": sum(bool(r["unparsable"]) for r in records),

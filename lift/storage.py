@@ -4,12 +4,25 @@ plain path) behaves the same in every stage: atomic objects, the `_SUCCESS` mark
 S3-compatible stores (MinIO, Ceph, ...) are configured only through the standard AWS environment:
 AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3), AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
 AWS_REGION (or AWS_DEFAULT_REGION), AWS_MAX_ATTEMPTS / AWS_RETRY_MODE for botocore's retries.
+
+Retries and timeouts of S3 requests (`s3_settings`; each process logs the values it uses once):
+  LIFT_S3_MAX_ATTEMPTS    botocore attempts per request, first one included (else AWS_MAX_ATTEMPTS, else 10)
+  LIFT_S3_RETRY_MODE      standard | adaptive | legacy (else AWS_RETRY_MODE, else standard)
+  LIFT_S3_CONNECT_TIMEOUT seconds to open a connection (default 10)
+  LIFT_S3_READ_TIMEOUT    seconds without a byte from an open connection (default 60)
+  LIFT_S3_RETRIES         s3fs's own retries of what botocore gives up on or never sees: a connection reset while
+                          a body is read, SlowDown after botocore's attempts, timeouts (default 5)
+botocore retries 500/502/503/504, throttling, connection errors and timeouts with exponential backoff and jitter
+(up to 20 s per wait); every retry is logged at INFO with a running count (lift/logs.py). At 20% of requests
+failing, 10 attempts leave 1e-7 of requests failing. docs/RELIABILITY.md has the measured figures.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
 import os
 import re
 import socket
@@ -23,22 +36,137 @@ from typing import IO, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from lift import faults
+
 MARKER = "_SUCCESS"
 _PART = re.compile(r"^part-(\d{5})-of-(\d{5})(\..+)$")
+log = logging.getLogger(__name__)
+
+# setting -> (lift variable, AWS variable or None, default, type); see the module docstring
+_S3_SETTINGS = {
+    "max_attempts": ("LIFT_S3_MAX_ATTEMPTS", "AWS_MAX_ATTEMPTS", 10, int),
+    "retry_mode": ("LIFT_S3_RETRY_MODE", "AWS_RETRY_MODE", "standard", str),
+    "connect_timeout": ("LIFT_S3_CONNECT_TIMEOUT", None, 10.0, float),
+    "read_timeout": ("LIFT_S3_READ_TIMEOUT", None, 60.0, float),
+    "retries": ("LIFT_S3_RETRIES", None, 5, int),
+}
+_logged_settings: dict | None = None
+
+
+def s3_settings() -> dict:
+    """Effective retry and timeout settings of S3 requests, from the environment; a bad value names its variable."""
+    out = {}
+    for key, (var, aws_var, default, kind) in _S3_SETTINGS.items():
+        name = var if os.environ.get(var) else aws_var if aws_var and os.environ.get(aws_var) else None
+        try:
+            value = kind(os.environ[name]) if name else default
+        except ValueError:
+            raise ValueError(f"environment variable {name}={os.environ[name]!r} is not a valid "
+                             f"{'integer' if kind is int else 'number'}") from None
+        bad_mode = key == "retry_mode" and value not in ("standard", "adaptive", "legacy")
+        if bad_mode or (kind is not str and value <= 0):
+            raise ValueError(f"environment variable {name}={value!r}: expected "
+                             + ("standard, adaptive or legacy" if kind is str else "a positive number"))
+        out[key] = value
+    return out
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def storage_options(protocol: str) -> dict:
-    """Per-protocol options that fsspec does not derive from the environment itself."""
+    """Per-protocol options that fsspec does not derive from the environment itself: for S3 the endpoint, region,
+    and the retries and timeouts of `s3_settings` (logged once per process, and again if they change)."""
+    global _logged_settings
     if protocol not in ("s3", "s3a"):
         return {}
     client_kwargs = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = _endpoint()
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if region:
         client_kwargs["region_name"] = region
-    return {"client_kwargs": client_kwargs} if client_kwargs else {}
+    settings = s3_settings()
+    import s3fs
+
+    s3fs.S3FileSystem.retries = settings["retries"]  # a class attribute: s3fs takes no option for it
+    if settings | {"endpoint": endpoint} != _logged_settings:
+        _logged_settings = settings | {"endpoint": endpoint}
+        log.info("object storage settings", extra={"fields": {"endpoint": endpoint or "aws", **settings}})
+    config_kwargs = {"retries": {"max_attempts": settings["max_attempts"], "mode": settings["retry_mode"]},
+                     "connect_timeout": settings["connect_timeout"], "read_timeout": settings["read_timeout"]}
+    return {"client_kwargs": client_kwargs, "config_kwargs": config_kwargs} if client_kwargs else \
+        {"config_kwargs": config_kwargs}
+
+
+def _clear_error(url: str, e: Exception) -> Exception | None:
+    """For object-store failures a user can fix (credentials, bucket, endpoint), an error that names `url`."""
+    from botocore import exceptions as boto
+
+    where = _endpoint() or "the AWS default endpoint"
+    if isinstance(e, (boto.NoCredentialsError, boto.PartialCredentialsError, boto.CredentialRetrievalError)):
+        return PermissionError(f"{url}: no usable object-storage credentials ({e}); set AWS_ACCESS_KEY_ID and "
+                               f"AWS_SECRET_ACCESS_KEY (or a workload identity) for {where}")
+    if isinstance(e, (boto.EndpointConnectionError, boto.ConnectTimeoutError)):
+        return ConnectionError(f"{url}: cannot reach the object store at {where}: {e}")
+    if isinstance(e, FileNotFoundError) and ("bucket does not exist" in str(e) or "NoSuchBucket" in str(e)):
+        return FileNotFoundError(f"{url}: bucket '{_bucket(url)}' does not exist at {where}")
+    if isinstance(e, PermissionError) and url not in str(e):
+        return PermissionError(f"{url}: access denied ({e})")
+    if isinstance(e, boto.HTTPClientError) or type(e).__module__.startswith("aiohttp"):
+        return ConnectionError(f"{url}: the object store at {where} kept failing after every retry "
+                               f"(LIFT_S3_MAX_ATTEMPTS, LIFT_S3_RETRIES): {e}")
+    if type(e) is OSError and url not in str(e):  # s3fs's translation of an S3 error answer
+        return OSError(f"{url}: {e.strerror or e} (at {where}, after every retry)")
+    return None
+
+
+def _bucket(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+@contextlib.contextmanager
+def _naming(url: str) -> Iterator[None]:
+    """Re-raise object-store failures a user can fix as errors that name the URL (see `_clear_error`)."""
+    try:
+        yield
+    except Exception as e:
+        if protocol_of(url) in ("s3", "s3a") and (clear := _clear_error(url, e)) is not None:
+            raise clear from e
+        raise
+
+
+def _names_url(fn):
+    @functools.wraps(fn)
+    def wrapper(url: str, *args, **kwargs):
+        with _naming(url):
+            return fn(url, *args, **kwargs)
+
+    return wrapper
+
+
+def _not_found(url: str, fs: fsspec.AbstractFileSystem) -> FileNotFoundError:
+    """A missing object, or the missing bucket it would live in."""
+    if protocol_of(url) in ("s3", "s3a") and not fs.exists(_bucket(url)):
+        return FileNotFoundError(f"{url}: bucket '{_bucket(url)}' does not exist at {_endpoint() or 'AWS'}")
+    return FileNotFoundError(f"{url}: no such file or object")
+
+
+def unsafe_path(path: str) -> bool:
+    """True for a path that could point outside the folder it is meant to be relative to: absolute, a URL,
+    with backslashes or with a '..' component. Every path read from a manifest is checked with this."""
+    return path.startswith("/") or "://" in path or "\\" in path or ".." in path.split("/")
+
+
+def child(root: str, path: str, where: str) -> str:
+    """`root`/`path` for a relative path read from an input (`where` names it, e.g. 'URL:LINE'); a path that could
+    escape `root` (see `unsafe_path`) is refused."""
+    if not isinstance(path, str) or not path.strip() or unsafe_path(path):
+        raise ValueError(f"{where}: path {path!r} must be relative and stay inside {root} "
+                         f"(no '..', not absolute, not a URL)")
+    return join(root, path)
 
 
 def protocol_of(url: str) -> str:
@@ -58,6 +186,7 @@ def parent(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[0]
 
 
+@_names_url
 def exists(url: str) -> bool:
     """Asks the store itself: other processes (ranks, stages) may have written since we last listed."""
     fs, path = filesystem(url)
@@ -65,6 +194,7 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
+@_names_url
 def listdir(url: str) -> list[str]:
     """Base names under a folder URL; an absent folder is empty."""
     fs, path = filesystem(url)
@@ -80,6 +210,7 @@ def makedirs(url: str) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
+@_names_url
 def remove(url: str) -> None:
     fs, path = filesystem(url)
     if fs.exists(path):
@@ -89,17 +220,20 @@ def remove(url: str) -> None:
 def upload_dir(local_dir: str, url: str) -> None:
     """Copy a local folder's files under a URL; each object lands whole, the caller seals the folder after."""
     fs, path = filesystem(url)
-    fs.put(local_dir.rstrip("/") + "/", path, recursive=True)
+    with _naming(url):
+        fs.put(local_dir.rstrip("/") + "/", path, recursive=True)
 
 
+@_names_url
 def open_read(url: str, mode: str = "rb") -> IO:
     """A streaming reader: object stores are read in ranges, never copied whole to local disk."""
     fs, path = filesystem(url)
     if not fs.exists(path):
-        raise FileNotFoundError(f"{url}: no such file or object")
+        raise _not_found(url, fs)
     return fs.open(path, mode)
 
 
+@_names_url
 def read_bytes(url: str) -> bytes:
     with open_read(url) as f:
         return f.read()
@@ -147,9 +281,11 @@ def atomic_open(url: str, mode: str = "wb") -> Iterator[IO]:
         else:
             yield staged
             staged.flush()
-        fs.put_file(staged.name, path)
+        with _naming(url):
+            fs.put_file(staged.name, path)
 
 
+@_names_url
 def write_bytes(url: str, data: bytes) -> None:
     fs, path = filesystem(url)
     if isinstance(fs, LocalFileSystem):
@@ -257,6 +393,7 @@ class Shards:
 
     def commit(self, shard: int, data: bytes) -> None:
         write_bytes(self.part(shard), data)
+        faults.part_committed()  # crash tests: LIFT_FAULT_KILL_AFTER_PARTS (lift/faults.py)
 
     def merge(self, name: str) -> str:
         """Concatenate every part, in shard order, into one object; refuses while any part is missing."""

@@ -167,6 +167,8 @@ GOOD_REASONS = {
     "fidelity": "The frames are clean and sharp.",
 }
 """Reasons of a Good rating (Named: "The red circle" / "The two red circles")."""
+SEEN = "In the video, {caption}."
+"""First sentence of every semantic reason: what the clip shows, in the words of a prompt."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,9 @@ def sample_clip(rng: np.random.Generator, label_mix: Sequence[float] | None = No
         order = [d for d in semantic if d in wrong]  # catalogue order: shape and count name the subject first
         reasons["semantic"] = " ".join(
             d.reason.format(**_words(shown), **_attribute_words(d.name, shown, scene)) for d in order)
+    # Say what is seen before comparing it with the prompt: a critic that answers reason first can then judge by
+    # comparing words in context (docs/DESIGN.md, pitfalls), and the description is the scene's own caption.
+    reasons["semantic"] = SEEN.format(caption=shown.prompt) + " " + reasons["semantic"]
     for dim in ("motion", "fidelity"):
         label = labels[dim]
         if label == "Good":

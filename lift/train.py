@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import signal
 import resource
 import tempfile
 import time
@@ -25,7 +23,7 @@ import torch.distributed as torch_dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lift import dist, logs, storage
+from lift import dist, faults, logs, storage
 from lift.checkpoint import Checkpointer, TrainState
 from lift.config import TrainerConfig
 
@@ -148,12 +146,20 @@ def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     return {k: v / torch_dist.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
+def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, collate: Callable[[list], dict], cfg: TrainerConfig,
+                device: torch.device) -> DataLoader:
+    """The training DataLoader: `cfg.num_workers` forked worker processes (none for a dataset of one batch)."""
+    workers = cfg.num_workers if len(dataset) > cfg.batch_size else 0
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                      # fork is safe with fsspec/s3fs: fsspec resets its event loop and instance cache after fork
+                      multiprocessing_context="fork" if workers else None)
+
+
 def _fault_injection(step: int, rank: int) -> None:
-    """Crash tests: LIFT_FAULT_KILL_AT_STEP=N (and LIFT_FAULT_RANK, default 0) SIGKILLs that rank after step N."""
-    at = os.environ.get("LIFT_FAULT_KILL_AT_STEP")
-    if at is not None and step == int(at) and rank == int(os.environ.get("LIFT_FAULT_RANK", "0")):
-        log.warning("fault injection: SIGKILL at step %d on rank %d", step, rank)
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Crash tests: LIFT_FAULT_KILL_AT_STEP=N (and LIFT_FAULT_RANK, default 0) SIGKILLs that rank after step N,
+    in a torchrun job's first attempt only (lift/faults.py)."""
+    faults.kill_point(faults.KILL_AT_STEP, step)
 
 
 def fit(
@@ -174,14 +180,10 @@ def fit(
     optimizer = build_optimizer(params, cfg, runtime.device)
     state = TrainState(model, optimizer, build_scheduler(optimizer, cfg, steps),
                        trainable_only=len(params) < sum(1 for _ in model.parameters()))
-    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints)
+    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints, cfg.async_checkpoint)
     resumed = ckpt.load(state)
     board = _Board(storage.join(out_url, "tensorboard"), runtime.is_main)
-    workers = cfg.num_workers if len(dataset) > cfg.batch_size else 0
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
-                        persistent_workers=False, pin_memory=runtime.device.type == "cuda",
-                        # fork is safe with fsspec/s3fs: fsspec resets its event loop and instance cache after fork
-                        multiprocessing_context="fork" if workers else None)
+    loader = make_loader(dataset, sampler, collate, cfg, runtime.device)
     skipped, window, t0 = 0, [], time.time()
     bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")
     logs.event(log, "training", steps=steps, resumed_at=state.step if resumed else 0, examples=len(dataset),
@@ -225,6 +227,7 @@ def fit(
                 state.step += 1
                 state.scheduler.step()
                 bar.update()
+                ckpt.wait()
                 continue
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
@@ -233,6 +236,7 @@ def fit(
             state.scheduler.step()
             state.step += 1
             bar.update()
+            ckpt.wait()  # an asynchronous checkpoint taken after the previous step is committed now
             _fault_injection(state.step, runtime.rank)
             window.append(loss_sum)
             if state.step % cfg.log_every == 0 or state.step == steps:
@@ -249,7 +253,7 @@ def fit(
                 ckpt.save(state)
                 board.sync()
     bar.close()
-    ckpt.save(state)
+    ckpt.save(state, block=True)
     board.sync()
     return {"steps": state.step, "skipped_steps": skipped, "examples": len(dataset), "resumed": bool(resumed)}
 

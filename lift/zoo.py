@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from typing import Callable, TypeVar
 
 import torch
@@ -90,8 +91,11 @@ SPEC: dict = {
                  "num_key_value_heads": 2, "max_position_embeddings": 4096,
                  # head_dim 32 -> 16 rotary frequencies split over (time, height, width) as Qwen2.5-VL's 16/24/24 of 64
                  "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]}},
+        # tokens_per_second 4: a temporal patch (2 frames) of a 16-frame 2 s toy clip sampled at 8 fps advances
+        # the temporal position by 1 (4 x 2 / 8), at 4 fps by 2 (as Qwen2.5-VL's 2 x 2 / 2 at its 2 fps); with 2,
+        # pairs of temporal patches would share a position and the order of frames would be partly lost.
         "vision": {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 4,
-                   "spatial_merge_size": 2, "temporal_patch_size": 2, "tokens_per_second": 2,
+                   "spatial_merge_size": 2, "temporal_patch_size": 2, "tokens_per_second": 4,
                    # window = 32 px (4x4 merged tokens, as 112 px is for patch 14); the last block attends globally
                    "window_size": 32, "fullatt_block_indexes": [1]},
         # frames are resized to multiples of 8 px (patch 4 x merge 2) with 16x16 .. 64x64 pixels each
@@ -280,3 +284,208 @@ def write_tiny(out_url: str, seed: int = 0) -> None:
             models.save_folder(local, storage.join(out_url, name))
     storage.write_marker(out_url, "models", digest, counts, seed=seed)
     logs.event(log, "models tiny: done", out=out_url, **counts)
+
+
+
+# --- a tiny critic that has seen the toy world: pretrained on toy scenes and their captions -------------------
+CAPTION_QUESTION = "Describe the video."
+_ATTRIBUTES = ("colour", "shape", "count", "direction", "background")
+
+
+def _attribute_values() -> dict[str, list]:
+    from lift import toy
+
+    return {"colour": list(toy.COLOURS), "shape": list(toy.SHAPES), "count": list(toy.COUNTS),
+            "direction": list(toy.DIRECTIONS), "background": list(toy.BACKGROUNDS)}
+
+
+EFFECTS = {
+    "jitter": "It jitters.", "freeze": "It freezes.", "speed": "It speeds up.", "flicker": "It flickers.",
+    "noise": "The frames are grainy.", "blur": "The frames are blurry.", "cast": "The frames have a {tint} tint.",
+}
+"""How a pretraining caption names a visual effect of the clip: what is seen, never how bad it is."""
+
+
+def _effect_names(dimension: str) -> list[str]:
+    from lift import toy
+
+    return ["none"] + [d.name for d in toy.DEFECTS if d.dimension == dimension]
+
+
+class _Captions(torch.utils.data.Dataset):
+    """Toy clips rendered on the fly with their captions; clip i is a pure function of (seed, i). Frames are
+    picked from the clip as `lift.video.read_video` picks them from a file.
+
+    The caption is the scene's prompt; with `effects`, each clip also has, with probability 1/2 each, one motion
+    and one fidelity effect of the toy world at a strength drawn uniformly from half its Normal strength to its
+    Bad strength, and the caption names it (EFFECTS). Items: (frames TCHW uint8, caption, scene, effect names).
+    """
+
+    def __init__(self, count: int, seed: int, frames: int, clip_frames: int, size: int, effects: bool = False):
+        self.count, self.seed, self.frames, self.clip_frames, self.size = count, seed, frames, clip_frames, size
+        self.effects = effects
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int):
+        import numpy as np
+
+        from lift import toy, video
+
+        rng = np.random.default_rng([self.seed, 7, i])
+        scene = toy.Scene.sample(rng)
+        faults, names, words = [], {}, []
+        for dimension in ("motion", "fidelity"):
+            names[dimension] = "none"
+            if not self.effects or rng.random() < 0.5:
+                continue
+            defect = [d for d in toy.DEFECTS if d.dimension == dimension][int(rng.integers(4 if dimension ==
+                                                                                           "motion" else 3))]
+            strength = rng.uniform(defect.normal / 2, defect.bad) * (self.size / 32 if defect.unit == "pixels" else 1)
+            strength = float(max(1, round(strength))) if defect.name == "freeze" else strength
+            tint = toy.CAST_TINTS[int(rng.integers(len(toy.CAST_TINTS)))] if defect.name == "cast" else None
+            faults.append(toy.Fault(defect.name, strength, tint))
+            names[dimension] = defect.name
+            words.append(EFFECTS[defect.name].format(tint=tint))
+        clip = toy.render(scene, faults, rng, self.clip_frames, self.size)
+        clip = clip[video.uniform_indices(self.clip_frames, self.frames)]
+        caption = " ".join([scene.prompt + ("." if words else ""), *words])
+        return torch.from_numpy(clip).permute(0, 3, 1, 2), caption, scene, names
+
+
+class _SceneCollate:
+    """Stage 1 batches: the video processor's patches and each clip's scene attributes (and effects) as class
+    indices."""
+
+    def __init__(self, processor, effects: bool):
+        self.processor, self.values, self.effects = processor, _attribute_values(), effects
+
+    def __call__(self, items: list) -> dict:
+        enc = self.processor.video_processor(videos=[item[0] for item in items], return_tensors="pt")
+        targets = [[self.values[a].index(getattr(scene, a)) for a in _ATTRIBUTES] for _, _, scene, _ in items]
+        if self.effects:
+            for row, (*_, names) in zip(targets, items):
+                row += [_effect_names(d).index(names[d]) for d in ("motion", "fidelity")]
+        return {"pixel_values_videos": enc["pixel_values_videos"], "video_grid_thw": enc["video_grid_thw"],
+                "targets": torch.tensor(targets)}
+
+
+class _CaptionCollate:
+    """Stage 2 batches: chat turns (video, CAPTION_QUESTION) -> caption, loss on the caption only."""
+
+    def __init__(self, processor, fps: float):
+        self.processor, self.fps = processor, fps
+
+    def __call__(self, items: list) -> dict:
+        from lift import critic
+
+        texts = [self.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": CAPTION_QUESTION}]},
+             {"role": "assistant", "content": [{"type": "text", "text": item[1]}]}], tokenize=False)
+            for item in items]
+        enc = critic.encode(self.processor, texts, [item[0] for item in items], self.fps)
+        return {**enc, "labels": critic.answer_labels(enc["input_ids"], self.processor.tokenizer)}
+
+
+def _scene_loss(visual, heads: torch.nn.ModuleDict, batch: dict) -> torch.Tensor:
+    """Cross-entropy of linear probes on the mean of each clip's merged vision tokens, summed over attributes."""
+    grid = batch["video_grid_thw"]
+    tokens = visual(batch["pixel_values_videos"], grid_thw=grid)
+    tokens = getattr(tokens, "pooler_output", tokens)  # merged tokens, (sum of T*H*W/merge^2, hidden)
+    merge = visual.spatial_merge_size ** 2
+    pooled = torch.stack([t.mean(0) for t in tokens.split((grid.prod(-1) // merge).tolist())])
+    return sum(torch.nn.functional.cross_entropy(head(pooled), batch["targets"][:, i])
+               for i, head in enumerate(heads.values()))
+
+
+def _fit(params, loss_of, loader, steps: int, lr: float, what: str, start: float) -> float:
+    """AdamW with 5% warmup and cosine decay over `loader`'s batches; returns the mean loss of the last 25 steps."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = list(params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
+    window: list[float] = []
+    last = float("nan")
+    for step, batch in enumerate(logs.progress(loader, total=steps, desc=what, unit="step"), 1):
+        loss = loss_of(batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.step()
+        window.append(float(loss.detach()))
+        if step % 25 == 0 or step == steps:
+            last, window = sum(window) / len(window), []
+            logs.event(log, what, step=step, loss=f"{last:.4f}", seconds=round(time.time() - start, 1))
+    return last
+
+
+def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 600, caption_steps: int = 300,
+                    scene_lr: float = 3e-3, caption_lr: float = 1e-3, batch_size: int = 32, frames: int = 4,
+                    clip_frames: int = 16, clip_fps: float = 8.0, size: int = 32, effects: bool = True,
+                    seed: int = 0, num_workers: int = 1) -> dict:
+    """A tiny critic that has seen the toy world before it learns to judge it, as LiFT's critic starts from a
+    pretrained VLM: the zoo critic at `base_url` trained on toy clips and their captions, written to `out_url` in
+    the same transformers layout and sealed with `_SUCCESS`. A folder sealed by the same arguments and base is kept.
+
+    Stage 1 (`scene_steps`, batches of `batch_size`): the vision tower, with linear probes on its mean merged
+    token (discarded afterwards), learns the scene's colour, shape, count, direction and background, and with
+    `effects` which motion and fidelity effect the clip shows, as a vision encoder is pretrained before it goes
+    into a VLM (a ViT this small learns shapes, motion and textures far faster from direct targets than through a
+    language model). Stage 2 (`caption_steps`, batches of half that): the whole model learns to answer
+    CAPTION_QUESTION with the caption ("a red circle moves left on a black background. It flickers."), loss on
+    the answer only. Captions say what is seen; no answer rates a clip or says how strong an effect is, and effect
+    strengths are drawn from a continuous range, not the toy ratings' two levels: rating is left to
+    `lift critic`. Clips are `clip_frames` frames of `size` px at `clip_fps`, `frames` of them picked uniformly
+    as the critic stages pick them. AdamW, 5% warmup, cosine decay. Returns the marker's counts.
+    """
+    base_marker = storage.read_marker(base_url) or storage.read_marker(storage.parent(base_url)) or {}
+    args = {"scene_steps": scene_steps, "caption_steps": caption_steps, "scene_lr": scene_lr,
+            "caption_lr": caption_lr, "batch_size": batch_size, "frames": frames, "clip_frames": clip_frames,
+            "clip_fps": clip_fps, "size": size, "effects": effects, "seed": seed, "question": CAPTION_QUESTION}
+    digest = hashlib.sha256(json.dumps({"base": [base_url, base_marker.get("config_hash")], **args},
+                                       sort_keys=True).encode()).hexdigest()[:16]
+    if storage.is_complete(out_url, digest):
+        logs.event(log, "pretrain critic: already complete, skipping", out=out_url, config_hash=digest)
+        return storage.read_marker(out_url)["counts"]
+    storage.remove(storage.join(out_url, storage.MARKER))
+    start, cpu = time.time(), time.process_time()
+    torch.manual_seed(seed)
+    model, processor = models.load_critic(base_url)
+    processor.tokenizer.padding_side = "right"
+    model.train()
+
+    def loader(stage: int, steps: int, batch: int, collate) -> torch.utils.data.DataLoader:
+        clips = _Captions(steps * batch, seed * 1000 + stage, frames, clip_frames, size, effects)
+        return torch.utils.data.DataLoader(clips, batch_size=batch, collate_fn=collate, num_workers=num_workers,
+                                           multiprocessing_context="fork" if num_workers else None)
+
+    counts: dict = {}
+    if scene_steps:
+        visual = model.model.visual
+        hidden = model.config.vision_config.out_hidden_size
+        classes = {a: len(v) for a, v in _attribute_values().items()}
+        if effects:
+            classes.update({f"{d}_effect": len(_effect_names(d)) for d in ("motion", "fidelity")})
+        heads = torch.nn.ModuleDict({a: torch.nn.Linear(hidden, n) for a, n in classes.items()})
+        counts["scene_loss"] = round(_fit([*visual.parameters(), *heads.parameters()],
+                                          lambda b: _scene_loss(visual, heads, b),
+                                          loader(1, scene_steps, batch_size, _SceneCollate(processor, effects)),
+                                          scene_steps, scene_lr, "pretrain critic: scenes", start), 5)
+    if caption_steps:
+        fps = frames * clip_fps / clip_frames  # the rate of the picked frames
+        half = max(1, batch_size // 2)
+        counts["caption_loss"] = round(_fit(model.parameters(), lambda b: model(**b).loss,
+                                            loader(2, caption_steps, half, _CaptionCollate(processor, fps)),
+                                            caption_steps, caption_lr, "pretrain critic: captions", start), 5)
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="lift-pretrain-") as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        models.save_folder(tmp, out_url)
+    counts.update(seconds=round(time.time() - start, 1), cpu_seconds=round(time.process_time() - cpu, 1))
+    storage.write_marker(out_url, "critic-pretrain", digest, counts, base=base_url, **args)
+    logs.event(log, "pretrain critic: done", out=out_url, **counts)
+    return counts

@@ -82,3 +82,19 @@ def toy_data(tmp_path_factory) -> str:
     cfg = config.load("data", None, [f"out={out}", "toy.num_clips=24", "toy.num_prompts=6", "toy.num_real=8"])
     cli.run_stage("data", cli.DATA_COMMANDS["toy"], cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def torchrun_lift():
+    """`lift ARGS` under torchrun on this machine's CPU (standalone rendezvous), as the PyTorchJob and TorchX runs
+    start it; `max_restarts` is torchrun's --max-restarts. Returns the finished process (stdout, stderr, returncode)."""
+    import subprocess
+    import sys
+
+    def run(*args: str, nproc: int = 2, max_restarts: int = 0, env: dict | None = None, timeout: float = 600):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "--max-restarts", str(max_restarts), "--monitor-interval", "0.2", "-m", "lift", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+    return run

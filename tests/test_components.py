@@ -53,7 +53,8 @@ def _lift_argv(role: specs.Role) -> list[str]:
 def test_one_file_per_stage_and_every_stage_has_one():
     files = sorted(p.stem for p in (ROOT / "components").glob("*.py"))
     assert files == sorted(COMPONENTS)
-    assert set(COMPONENTS.values()) == {"data", *cli.STAGES} == set(launch.COMMANDS)
+    # `base` trains the toy world's few-MB base model in one local process: no cluster component
+    assert set(COMPONENTS.values()) == {"data", *cli.STAGES} - {"base"} == set(launch.COMMANDS)
 
 
 @pytest.mark.parametrize("fn", COMPONENTS)

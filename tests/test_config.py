@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -98,3 +100,32 @@ def test_show_is_commented_and_reloadable(tmp_path):
     path = tmp_path / "shown.yaml"
     path.write_text(text)
     assert config.load("align", str(path)) == config.load("align")
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize(
+    "name, stage",
+    [("pipeline-cogvideox-2b", "pipeline"), ("align-cogvideox-2b-8gpu", "align"),
+     ("align-cogvideox-2b-4x8gpu", "align"), ("critic-qwen2.5-vl-7b", "critic")],
+)
+def test_cluster_configs_load_and_resolve(name, stage):
+    cfg = config.load(stage, str(CONFIGS / "cluster" / f"{name}.yaml"), ["run=s3://bucket/runs/x"])
+    align = config.section(cfg, "align") if stage == "pipeline" else cfg
+    if stage in ("pipeline", "align"):
+        assert align.model.name_or_path == "THUDM/CogVideoX-2b"
+        assert (align.frames, align.height, align.width) == (49, 480, 720)
+        assert align.trainer.betas == [0.9, 0.95] and align.trainer.lr == 1e-5 and align.trainer.batch_size == 8
+        assert align.out == "s3://bucket/runs/x/align"
+    critic = config.section(cfg, "critic") if stage == "pipeline" else cfg
+    if stage in ("pipeline", "critic"):
+        assert critic.model.name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
+        assert (critic.lora.r, critic.lora.alpha, critic.model.frames) == (128, 256, 8)
+
+
+def test_local_config_is_the_embedded_default():
+    """configs/local/pipeline-tiny.yaml is `lift config show pipeline`; regenerate it when the defaults change."""
+    path = CONFIGS / "local" / "pipeline-tiny.yaml"
+    assert path.read_text() == config.show("pipeline")
+    assert config.load("pipeline", str(path)) == config.load("pipeline")

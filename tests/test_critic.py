@@ -82,6 +82,26 @@ def test_collate_masks_all_but_the_answer(zoo_dir, toy_data):
     assert batch["ids"] == [f"{e.id}/{e.dimension}" for e in examples]
 
 
+def test_frames_keep_their_order_in_time(zoo_dir):
+    """The processor learns the frames' rate from `video_metadata` only; without it, 8 frames of a 2 s clip
+    would share temporal positions. Each temporal patch must get its own."""
+    from transformers import AutoModelForImageTextToText
+
+    collate = critic.Collate(f"{zoo_dir}/critic", fps=4.0)
+    example = critic.Example("v", "a red circle moves left on a black background", "motion", "Good.", "0")
+    frames = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    inputs = collate([{"frames": frames, "example": example}])["inputs"]
+    assert inputs["second_per_grid_ts"].tolist() == [0.5]
+    model = AutoModelForImageTextToText.from_pretrained(f"{zoo_dir}/critic")
+    positions, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                              video_grid_thw=inputs["video_grid_thw"],
+                                              second_per_grid_ts=inputs["second_per_grid_ts"],
+                                              attention_mask=inputs["attention_mask"])
+    video = inputs["input_ids"][0] == model.config.video_token_id
+    temporal = positions[0, 0, video].view(4, 16)  # 4 temporal patches x 16 merged tokens
+    assert all(len(set(row.tolist())) == 1 for row in temporal) and len(set(temporal[:, 0].tolist())) == 4
+
+
 def _critic_run(run_url: str, zoo_dir: str, *extra: str, nproc: int = 2, env: dict | None = None):
     args = ["critic", f"run={run_url}", f"model.name_or_path={zoo_dir}/critic", f"data={run_url}/data", *TRAIN, *extra]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),

@@ -162,3 +162,19 @@ def test_remote_cache_refetches_changed_model(tmp_path, monkeypatch):
     second = models.local_dir(url)
     assert second != first and os.path.exists(os.path.join(second, storage.MARKER))
     assert sorted(os.listdir(tmp_path / "cache")) == sorted(os.path.basename(p) for p in (first, second))
+
+
+def test_pretrained_critic_in_a_few_steps_and_skipped_when_sealed(zoo_dir, tmp_path):
+    out = str(tmp_path / "critic-toy")
+    kwargs = {"scene_steps": 2, "caption_steps": 2, "batch_size": 4, "num_workers": 0}
+    counts = zoo.pretrain_critic(f"{zoo_dir}/critic", out, **kwargs)
+    assert counts["scene_loss"] > 0 and counts["caption_loss"] > 0
+    marker = storage.read_marker(out)
+    assert marker["stage"] == "critic-pretrain" and marker["frames"] == 4
+    model, processor = models.load_critic(out)
+    base, _ = models.load_critic(f"{zoo_dir}/critic")
+    changed = [n for n, p in model.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert any(".visual." in f".{n}" for n in changed) and any("language_model" in n for n in changed)
+    assert processor.tokenizer.decode(processor.tokenizer(PROMPT).input_ids) == PROMPT
+    assert zoo.pretrain_critic(f"{zoo_dir}/critic", out, **kwargs) == counts
+    assert storage.read_marker(out)["time"] == marker["time"]

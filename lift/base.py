@@ -1,0 +1,88 @@
+"""`lift base`: make the toy world's base text-to-video model, one worth aligning.
+
+The tiny zoo's CogVideoX is random. A base model is made the way real ones are, from imperfect data: the VAE is
+trained to reconstruct toy clips, its latents are rescaled to unit variance (the `scaling_factor` real VAEs ship
+with), and the transformer is fine-tuned without rewards (`lift align` with `objective.reward_weighting=false`) on
+the whole rated toy set, defects included, so it makes flawed clips at a measurable rate that alignment can lower.
+
+    lift base                      # RUN/base from RUN/models/cogvideox and RUN/data; `lift pipeline` runs it
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lift import config, dist, logs, models, storage, train, video
+from lift.score import read_items
+
+log = logging.getLogger(__name__)
+
+
+class Clips(torch.utils.data.Dataset):
+    def __init__(self, urls: list[str], frames: int, size: int):
+        self.urls, self.frames, self.size = urls, frames, size
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return video.to_float(video.read_video(self.urls[i], self.frames, self.size), "CTHW")
+
+
+def _stack(items: list[torch.Tensor]) -> dict:
+    return {"pixels": torch.stack(items), "ids": []}
+
+
+def train_vae(cfg: DictConfig, pipe, urls: list[str], runtime: dist.Runtime) -> dict:
+    """Reconstruction (MSE) with a small KL term, through the shared training loop."""
+    vae = pipe.vae.to(runtime.device)
+    vae.train()
+
+    def loss_fn(model, batch, step):
+        pixels = batch["pixels"].to(runtime.device)
+        posterior = model.encode(pixels).latent_dist
+        recon = model.decode(posterior.sample()).sample
+        mse = torch.nn.functional.mse_loss(recon, pixels)
+        return mse + cfg.kl_weight * posterior.kl().mean(), {"mse": mse.item()}
+
+    counts = train.fit(model=vae, dataset=Clips(urls, cfg.frames, cfg.size), collate=_stack, loss_fn=loss_fn,
+                       cfg=cfg.vae, out_url=storage.join(cfg.work, "vae"), runtime=runtime,
+                       fingerprint={"start": cfg.start, "frames": cfg.frames, "size": cfg.size})
+    vae.eval()
+    with torch.no_grad():
+        sample = torch.stack([Clips(urls, cfg.frames, cfg.size)[i] for i in range(min(16, len(urls)))])
+        std = float(vae.encode(sample.to(runtime.device)).latent_dist.mode().std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    logs.event(log, "vae trained", latent_std=round(std, 4), **counts)
+    return {"vae_steps": counts["steps"], "latent_std": round(std, 4)}
+
+
+def run(cfg: DictConfig) -> dict:
+    from lift import cli
+
+    runtime = dist.init()
+    if runtime.distributed:
+        raise ValueError("lift base trains a few-MB toy model: run it as one process, not under torchrun")
+    manifest = storage.join(cfg.data, "manifest.jsonl")
+    urls = [item.url for item in read_items(manifest)]
+    stage1 = storage.join(cfg.work, "stage1")
+    counts = {}
+    if not storage.is_complete(stage1):
+        torch.manual_seed(cfg.vae.seed)
+        pipe = models.load_t2v("cogvideox", cfg.start)
+        counts.update(train_vae(cfg, pipe, urls, runtime))
+        with tempfile.TemporaryDirectory(prefix="lift-base-") as tmp:
+            pipe.save_pretrained(tmp)
+            models.save_folder(tmp, stage1)
+        storage.write_marker(stage1, "base-vae", "", counts)
+    overrides = [f"run={cfg.run}", f"model.name_or_path={stage1}", f"rollouts={cfg.data}", "real=null",
+                 "objective.reward_weighting=false", f"out={storage.join(cfg.work, 'transformer')}",
+                 f"frames={cfg.frames}", f"height={cfg.size}", f"width={cfg.size}"]
+    align_cfg = OmegaConf.merge(config.load("align", None, overrides), {"trainer": cfg.transformer})
+    align_counts = cli.run_stage("align", cli.STAGES["align"], align_cfg)
+    models.save_folder(models.local_dir(storage.join(cfg.work, "transformer", "model")), cfg.out)
+    return {**counts, "transformer_steps": align_counts["steps"], "clips": len(urls)}

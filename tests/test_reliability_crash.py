@@ -1,0 +1,240 @@
+"""Crash and resume (docs/RELIABILITY.md): one rank SIGKILLed mid-stage under `torchrun --max-restarts 1`, as the
+PyTorchJob and TorchX runs start stages, and the restarted job finishes by itself with the result of an
+uninterrupted run; checkpoints and parts cut off mid-write are never taken as complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_align import SAMPLING, _copy_inputs, _transformer, _write_rollouts, _write_scores
+from test_align import TRAIN as ALIGN_TRAIN
+from test_critic import TRAIN as CRITIC_TRAIN
+from test_critic import _copy_data
+
+from lift import cli, config, faults, score, storage
+from lift.checkpoint import Checkpointer, TrainState
+
+KILL_RANK_1 = {"LIFT_FAULT_RANK": "1"}
+
+
+def _survived(proc, kills: int = 1) -> None:
+    """The job exited 0 after exactly `kills` injected SIGKILLs and a restart."""
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert proc.stderr.count("fault injection: SIGKILL on rank 1") == kills, proc.stderr[-5000:]
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def _files(root: str) -> list[str]:
+    fs, path = storage.filesystem(root)
+    return sorted(p[len(path.rstrip("/")) + 1:] for p in fs.find(path))
+
+
+# ----------------------------------------------------------------------------------------------- training stages
+@pytest.mark.slow
+def test_critic_sigkill_at_a_step_restarts_and_ends_with_identical_weights(zoo_dir, toy_data, tmp_path, torchrun_lift):
+    from safetensors.torch import load_file
+
+    def args(run: str) -> list[str]:
+        return ["critic", f"run={run}", f"model.name_or_path={zoo_dir}/critic", f"data={run}/data", *CRITIC_TRAIN]
+
+    for name in ("clean", "crash"):
+        _copy_data(toy_data, str(tmp_path / name))
+    clean = torchrun_lift(*args(str(tmp_path / "clean")))
+    assert clean.returncode == 0, clean.stderr[-5000:]
+    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1,
+                          env={faults.KILL_AT_STEP: "3", **KILL_RANK_1})
+    _survived(crash)
+    assert "resumed from checkpoint step=2" in crash.stderr, "the restart resumes from the newest complete checkpoint"
+    a = load_file(str(tmp_path / "clean/critic/model/model.safetensors"))
+    b = load_file(str(tmp_path / "crash/critic/model/model.safetensors"))
+    print(f"critic: max abs diff after a SIGKILL and restart: {_max_diff(a, b)}")  # docs/RELIABILITY.md
+    assert _max_diff(a, b) <= 1e-6
+    assert storage.read_marker(str(tmp_path / "crash/critic"))["counts"]["steps"] == 4
+    exported = _files(str(tmp_path / "crash/critic/model"))
+    assert "model.safetensors" in exported and not [f for f in exported if f.endswith((".bin", ".pt", ".pkl"))]
+
+
+@pytest.fixture(scope="module")
+def align_inputs(zoo_dir, tmp_path_factory) -> str:
+    """Rollouts of the tiny CogVideoX with fixed rewards, as test_align builds them."""
+    root = str(tmp_path_factory.mktemp("align-inputs"))
+    _write_rollouts(root, zoo_dir)
+    _write_scores(f"{root}/rollouts", f"{root}/scores", {"p0-000": 0.9, "p0-001": 0.05, "p1-000": 0.2, "p1-001": 0.9})
+    return root
+
+
+@pytest.mark.slow
+def test_align_sigkill_at_a_step_restarts_and_ends_with_identical_weights(align_inputs, zoo_dir, tmp_path,
+                                                                          torchrun_lift):
+    def args(root: str) -> list[str]:
+        return ["align", f"rollouts={root}/rollouts", f"scores={root}/scores", f"out={root}/align",
+                f"model.name_or_path={zoo_dir}/cogvideox", "real=null", *ALIGN_TRAIN]
+
+    for name in ("clean", "crash"):
+        _copy_inputs(align_inputs, str(tmp_path / name))
+    clean = torchrun_lift(*args(str(tmp_path / "clean")))
+    assert clean.returncode == 0, clean.stderr[-5000:]
+    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1,
+                          env={faults.KILL_AT_STEP: "3", **KILL_RANK_1})
+    _survived(crash)
+    assert "resumed from checkpoint step=2" in crash.stderr
+    a, b = _transformer(str(tmp_path / "clean/align/model")), _transformer(str(tmp_path / "crash/align/model"))
+    print(f"align: max abs diff after a SIGKILL and restart: {_max_diff(a, b)}")  # docs/RELIABILITY.md
+    assert _max_diff(a, b) <= 1e-6
+    exported = _files(str(tmp_path / "crash/align/model"))
+    assert not [f for f in exported if f.endswith((".bin", ".pt", ".pkl"))]
+    assert "transformer/diffusion_pytorch_model.safetensors" in exported
+
+
+# ----------------------------------------------------------------------------------------------- sharded stages
+def _in_process(stage: str, overrides: list[str]) -> dict:
+    """The uninterrupted reference, in this process with one thread like each torchrun worker."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return cli.run_stage(stage, cli.STAGES[stage], config.load(stage, None, overrides))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _committed_once(out: str, merged: str, expected_ids: list[str]) -> list[dict]:
+    records = [json.loads(line) for line in storage.read_text(f"{out}/{merged}").splitlines()]
+    parts = [json.loads(line) for name in _files(out) if name.startswith("part-")
+             for line in storage.read_text(f"{out}/{name}").splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(expected_ids), "every item exactly once"
+    assert sorted(r["id"] for r in parts) == sorted(expected_ids), "no part holds an item twice"
+    return records
+
+
+@pytest.mark.slow
+def test_generate_sigkill_after_a_part_restarts_with_identical_rollouts(zoo_dir, tmp_path, torchrun_lift):
+    from test_align import PROMPTS
+
+    storage.write_text(f"{tmp_path}/prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
+
+    def overrides(out: str) -> list[str]:
+        return [f"prompts={tmp_path}/prompts.jsonl", f"out={out}", f"model.name_or_path={zoo_dir}/cogvideox",
+                "videos_per_prompt=2", "num_shards=4", *SAMPLING]
+
+    _in_process("generate", overrides(f"{tmp_path}/clean"))
+    crash = torchrun_lift("generate", *overrides(f"{tmp_path}/crash"), max_restarts=1,
+                          env={faults.KILL_AFTER_PARTS: "1", **KILL_RANK_1})
+    _survived(crash)
+    ids = [f"{p['id']}-{k:03d}" for p in PROMPTS for k in range(2)]
+    records = _committed_once(f"{tmp_path}/crash", "manifest.jsonl", ids)
+    clean, crashed = (storage.read_bytes(f"{tmp_path}/{r}/manifest.jsonl") for r in ("clean", "crash"))
+    assert crashed == clean
+    for r in records:
+        assert storage.read_bytes(f"{tmp_path}/crash/{r['video']}") == storage.read_bytes(f"{tmp_path}/clean/{r['video']}")
+    assert _files(f"{tmp_path}/crash") == _files(f"{tmp_path}/clean"), "no leftovers of the killed attempt"
+
+
+@pytest.mark.slow
+def test_score_sigkill_after_a_part_restarts_with_identical_scores(zoo_dir, toy_data, tmp_path, torchrun_lift):
+    def overrides(out: str) -> list[str]:
+        return [f"rollouts={toy_data}", f"critic={zoo_dir}/critic", f"out={out}", "num_shards=4", "batch_size=3"]
+
+    _in_process("score", overrides(f"{tmp_path}/clean"))
+    crash = torchrun_lift("score", *overrides(f"{tmp_path}/crash"), max_restarts=1,
+                          env={faults.KILL_AFTER_PARTS: "1", **KILL_RANK_1})
+    _survived(crash)
+    ids = [json.loads(x)["id"] for x in storage.read_text(f"{toy_data}/manifest.jsonl").splitlines()]
+    _committed_once(f"{tmp_path}/crash", score.SCORES, ids)
+    clean, crashed = (storage.read_bytes(f"{tmp_path}/{r}/{score.SCORES}") for r in ("clean", "crash"))
+    assert crashed == clean
+    marker = storage.read_marker(f"{tmp_path}/crash")
+    assert marker["counts"]["videos"] == len(ids)
+
+
+# ------------------------------------------------------------------------------------------- cut off mid-write
+class _Tiny(torch.nn.Module):
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.a, self.b = torch.nn.Linear(4, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.tanh(self.a(x)))
+
+
+def _state(seed: int) -> TrainState:
+    model = _Tiny(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 4)).sum().backward()
+    opt.step()
+    return TrainState(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), trainable_only=False)
+
+
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_checkpoint_cut_off_mid_write_is_never_resumed_from(where, tmp_path, request):
+    root = f"file://{tmp_path}/ckpt" if where == "file" else f"{request.getfixturevalue('s3_url')}/ckpt"
+    ckpt = Checkpointer(root, {"model": "tiny"}, keep=2)
+    saved = _state(0)
+    saved.step = 2
+    ckpt.save(saved)
+    # A save of step 4 that died before its _SUCCESS: every file there, the shard cut to half its size.
+    step2, step4 = f"{root}/step-00000002", f"{root}/step-00000004"
+    for name in storage.listdir(step2):
+        if name != storage.MARKER:
+            data = storage.read_bytes(f"{step2}/{name}")
+            storage.write_bytes(f"{step4}/{name}", data[: len(data) // 2] if name.endswith(".distcp") else data)
+    # A step folder holding nothing but a metadata object, also without _SUCCESS.
+    storage.write_bytes(f"{root}/step-00000006/.metadata", b"\x80\x04partial")
+    assert ckpt.complete_steps() == [2]
+    fresh = _state(1)
+    assert ckpt.load(fresh) and fresh.step == 2
+    for (name, p), q in zip(saved.model.state_dict().items(), fresh.model.state_dict().values()):
+        assert torch.equal(p, q), name
+    fresh.step = 8
+    ckpt.save(fresh)
+    assert storage.listdir(root) == ["step-00000002", "step-00000008"], "leftovers of dead saves are pruned"
+
+
+def test_part_cut_off_mid_write_is_never_taken_as_committed(tmp_path):
+    """A rank SIGKILLed while writing a part leaves at most a temporary object that no reader takes for a part;
+    the rerun commits the part whole."""
+    out = str(tmp_path / "scores")
+    writer = ("import os, signal, sys\nfrom lift import storage\n"
+              "shards = storage.Shards(sys.argv[1], 4)\nshards.commit(0, b'{\"id\": \"a\"}\\n')\n"
+              "with storage.atomic_open(shards.part(1)) as f:\n"
+              "    f.write(b'{\"id\": \"b\"}\\n{\"id\": \"c\"' )\n    f.flush()\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", writer, out], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leftovers = [n for n in os.listdir(out) if n.startswith("part-00001")]
+    assert leftovers and all(".tmp-" in n for n in leftovers), "the half-written part is only a temporary file"
+    shards = storage.Shards(out, 4)
+    assert shards.committed() == {0} and shards.todo() == [1, 2, 3]
+    for s in shards.todo():
+        shards.commit(s, json.dumps({"id": f"part{s}"}).encode() + b"\n")
+    merged = storage.read_text(shards.merge("all.jsonl")).splitlines()
+    assert [json.loads(x)["id"] for x in merged] == ["a", "part1", "part2", "part3"]
+
+
+def test_kill_hooks_fire_only_in_the_first_attempt(monkeypatch):
+    killed = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: killed.append(sig))
+    monkeypatch.setenv(faults.KILL_AFTER_PARTS, "2")
+    monkeypatch.setenv("LIFT_FAULT_RANK", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(faults, "_parts_committed", 0)
+    faults.part_committed()
+    assert killed == []
+    faults.part_committed()
+    assert killed == [signal.SIGKILL]
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    faults.kill_point(faults.KILL_AFTER_PARTS, 2)
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    monkeypatch.setenv("RANK", "0")
+    faults.kill_point(faults.KILL_AFTER_PARTS, 2)
+    assert killed == [signal.SIGKILL], "not in a restart, not on another rank"
