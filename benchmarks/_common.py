@@ -25,6 +25,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 S3_ENV = {"AWS_ACCESS_KEY_ID": "bench-key-id", "AWS_SECRET_ACCESS_KEY": "bench-secret-key",
           "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "lift-bench"
+LOAD_AT_START = os.getloadavg()[0]  # 1-minute load average when the benchmark started (this module is imported first)
 
 
 def cpu_model() -> str:
@@ -43,7 +44,7 @@ def machine() -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cores": len(os.sched_getaffinity(0)), "cpu": cpu_model(), "gpu": gpu, "torch": torch.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+            "load_avg_1m_at_start": round(LOAD_AT_START, 2), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
 
 
 def cpu_seconds(children: bool = True) -> float:

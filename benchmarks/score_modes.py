@@ -33,8 +33,10 @@ from lift import hra, score, storage, video  # noqa: E402
 
 
 def measure(critic_url: str, items: list[score.Item], truth: list[dict], frames_per_video: int | None,
-            batch_size: int, max_new_tokens: int) -> dict:
-    scorer = score.Scorer(critic_url, torch.device("cpu"), max_new_tokens)
+            batch_size: int, max_new_tokens: int, answer_tokens: int | None = None) -> dict:
+    scorer = score.Scorer(critic_url, torch.device("cpu"), answer_tokens or max_new_tokens)
+    if answer_tokens:  # every generated answer exactly this long: the label still opens it, the rest is filler
+        scorer.model.generation_config.min_new_tokens = answer_tokens
     frames_n = frames_per_video or scorer.frames
     scorer.frames = frames_n
     frames = [video.read_video(it.url, frames_n).permute(0, 3, 1, 2) for it in items]
@@ -58,7 +60,8 @@ def measure(critic_url: str, items: list[score.Item], truth: list[dict], frames_
         parsed += len(ok)
         agree += per_dim[d]["agree"]
     result = {
-        "critic": critic_url, "answer_format": scorer.answer_format, "videos": n, "frames": frames_n,
+        "critic": critic_url, "answer_format": scorer.answer_format, "answer_tokens": answer_tokens,
+        "videos": n, "frames": frames_n,
         "batch_size": batch_size, "max_new_tokens": max_new_tokens, "threads": torch.get_num_threads(),
         "videos_per_s": {m: round(n / wall[m], 3) for m in wall},
         "videos_per_cpu_s": {m: round(n / cpu[m], 3) for m in cpu},
@@ -83,30 +86,49 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="videos per forward, as `lift score` (default: 8)")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="longest generated answer (default: 64)")
     ap.add_argument("--frames", type=int, default=None, help="frames per video (default: the critic's own)")
+    ap.add_argument("--answer-tokens", type=int, action="append", default=[],
+                    help="also measure label-first critics with every generated answer forced to this many tokens "
+                         "(repeatable): LiFT-HRA's reasons are longer than the toy's ~25 tokens and the original "
+                         "release generated up to 512")
     args = ap.parse_args()
     manifest = storage.join(args.data, "manifest.jsonl")
     records = [r for r in hra.load_manifest(manifest) if r.split == args.split][:args.videos]
     items = [score.Item(r.id, r.video, hra.video_url(manifest, r), r.prompt) for r in records]
     results = []
     for url in args.critic:
-        r = measure(url, items, [rec.labels for rec in records], args.frames, args.batch_size, args.max_new_tokens)
-        results.append(r)
-        print(f"{url} ({r['answer_format']}, {r['videos']} videos x 3 questions, {r['frames']} frames, "
-              f"batch {r['batch_size']}, {r['threads']} thread(s)):")
-        for m in ("logits", "generate"):
-            print(f"  {m:8s}  {r['videos_per_s'][m]:8.2f} videos/s wall  {r['videos_per_cpu_s'][m]:8.2f} videos/CPU-s"
-                  f"  ({r['wall_s'][m]:.1f} s wall, {r['cpu_s'][m]:.1f} s CPU)")
-        print(f"  label agreement where the generated label parses: {r['agreement_pct']:.2f}% "
-              f"({r['parsed']} of {r['answers']} answers parse); accuracy vs the ratings: "
-              f"logits {r['accuracy_pct']['logits']:.1f}%, generate {r['accuracy_pct']['generate']:.1f}%")
+        runs = [measure(url, items, [rec.labels for rec in records], args.frames, args.batch_size,
+                        args.max_new_tokens)]
+        if runs[0]["answer_format"] == "label_first":
+            runs += [measure(url, items, [rec.labels for rec in records], args.frames, args.batch_size,
+                             args.max_new_tokens, n) for n in args.answer_tokens]
+        for r in runs:
+            report(url, r)
+        results += runs
     path = save_result("score_modes", {"results": results, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     print(f"results: {path}")
     for r in results:
-        print(f"agreement {r['answer_format']}: {r['agreement_pct']:.2f}% of {r['parsed']} parsed "
+        print(f"agreement {_name(r)}: {r['agreement_pct']:.2f}% of {r['parsed']} parsed "
               f"(target >= 99%: {'met' if r['agreement_pct'] >= 99 else 'NOT met'})")
-    for r in results:
-        print(ratio_line(f"logits/generate videos/s, {r['answer_format']} critic (wall; CPU {r['speedup_cpu']:.1f}x)",
+    # the emulated long answers first; the critics' own answers last, the label-first one (LiFT's format) last
+    for r in sorted(results, key=lambda r: (r["answer_tokens"] is None, r["answer_format"] == "label_first")):
+        print(ratio_line(f"logits/generate videos/s, {_name(r)} (wall; CPU {r['speedup_cpu']:.1f}x)",
                          r["speedup_wall"], ">= 10x", r["speedup_wall"] >= 10))
+
+
+def _name(r: dict) -> str:
+    forced = f", answers forced to {r['answer_tokens']} tokens" if r["answer_tokens"] else ""
+    return f"{r['answer_format']} critic{forced}"
+
+
+def report(url: str, r: dict) -> None:
+    print(f"{url} ({_name(r)}, {r['videos']} videos x 3 questions, {r['frames']} frames, "
+          f"batch {r['batch_size']}, {r['threads']} thread(s)):")
+    for m in ("logits", "generate"):
+        print(f"  {m:8s}  {r['videos_per_s'][m]:8.2f} videos/s wall  {r['videos_per_cpu_s'][m]:8.2f} videos/CPU-s"
+              f"  ({r['wall_s'][m]:.1f} s wall, {r['cpu_s'][m]:.1f} s CPU)")
+    print(f"  label agreement where the generated label parses: {r['agreement_pct']:.2f}% "
+          f"({r['parsed']} of {r['answers']} answers parse); accuracy vs the ratings: "
+          f"logits {r['accuracy_pct']['logits']:.1f}%, generate {r['accuracy_pct']['generate']:.1f}%")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 decode, sample 8 frames, convert/resize, collate, DataLoader worker processes with prefetch) vs raw PyAV decode of
 the same clips in one process, from file:// and from s3:// on a loopback moto server.
 
-    .venv/bin/python benchmarks/video_loading.py                  # ~2-4 min on 2 cores
+    .venv/bin/python benchmarks/video_loading.py                  # 2-4 min on 2 shared cores
     .venv/bin/python benchmarks/video_loading.py --clips 8 --repeats 1   # quicker, noisier
 
 Clips: 49 frames at 240x360 (LiFT's 49 x 480x720 at a quarter of the area, same aspect), smooth synthetic content
@@ -12,15 +12,21 @@ world's own clip size (16 x 32x32), where per-file costs dominate.
 "frames/s" counts source frames decoded (49 per clip whatever the loader samples), so loader and raw decode do the
 same unit of work. Per core: frames per CPU-second, counting every process involved (the main process and its
 DataLoader workers; the moto server runs in its own process and is reported apart). Targets (issue 9):
-  loader per-core frames/s >= 0.90 x raw decode's;   s3:// loader frames/s >= 0.80 x file:// (wall).
+  loader per-core frames/s >= 0.90 x raw decode's;   s3:// loader frames/s >= 0.80 x file://.
+The machine is shared: wall-clock rates move with the neighbours' load (best of --trials is kept), CPU-seconds much
+less, so the s3:// ratio is printed both ways (CPU: the client's and the moto server's together). Also measured: what
+a fresh worker process pays once for its S3 client (its first s3:// read minus its first file:// read), and the
+s3:// CPU ratio without that one-time cost, which a worker that reads more than the ~16 clips here approaches.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -32,9 +38,11 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from _common import Clock, moto_s3, process_cpu_seconds, ratio_line, save_result  # noqa: E402
+from _common import Clock, cpu_seconds, moto_s3, process_cpu_seconds, ratio_line, save_result  # noqa: E402
 from lift import critic, score, storage, video, zoo  # noqa: E402
 from lift.config import TrainerConfig  # noqa: E402
+
+WORKERS = 2  # DataLoader worker processes of both loaders (score.frame_loader's default; critic_loader's config)
 
 
 def synthetic_clip(index: int, frames: int, height: int, width: int) -> np.ndarray:
@@ -110,12 +118,13 @@ def critic_loader(urls: list[str], repeats: int, frames_per_clip: int, processor
     examples = [critic.Example(u, "a red disc moves right", "motion", "Good. The motion is smooth.", f"v{i}")
                 for i, u in enumerate(urls)]
     dataset = critic.Examples(examples, frames=8)
-    cfg = TrainerConfig(batch_size=4, num_workers=2)
+    cfg = TrainerConfig(batch_size=4, num_workers=WORKERS)
     from lift import train
 
     sampler = train.GlobalBatchSampler(len(dataset), cfg.batch_size, 0, 1, seed=0)
-    return _run_loader(lambda: train.make_loader(dataset, sampler, critic.Collate(processor_dir, fps=4.0), cfg,
-                                                 torch.device("cpu")), repeats, frames_per_clip, lambda b: len(b["ids"]))
+    collate = critic.Collate(processor_dir, fps=4.0)
+    return _run_loader(lambda: train.make_loader(dataset, sampler, collate, cfg, torch.device("cpu")), repeats,
+                       frames_per_clip, lambda b: len(b["ids"]))
 
 
 def align_reads(urls: list[str], repeats: int, frames_per_clip: int, size: tuple[int, int]) -> dict:
@@ -128,6 +137,29 @@ def align_reads(urls: list[str], repeats: int, frames_per_clip: int, size: tuple
                 video.to_float(video.read_video(u, frames_per_clip, size), "CTHW")
                 clips += 1
     return _rates(clips * frames_per_clip, c, clips=clips)
+
+
+def first_read_cpu(url: str, freeze: bool) -> float:
+    """CPU-seconds of a freshly forked process reading one clip's bytes, as a DataLoader worker's first item does
+    (from s3://: a new aiobotocore client, since fsspec drops its instances and event loop at fork). `freeze`: the
+    worker first hides the inherited objects from the garbage collector, as `lift.train.make_loader`'s workers do
+    (`score.frame_loader`'s do not: the client's creation then triggers a full collection over the parent's heap)."""
+    children = cpu_seconds() - cpu_seconds(children=False)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if freeze:
+                gc.freeze()
+            with video._source(url) as f:
+                f.read()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status:
+        raise RuntimeError(f"reading {url} in a forked process failed")
+    return cpu_seconds() - cpu_seconds(children=False) - children
 
 
 def upload(paths: list[str], prefix: str) -> list[str]:
@@ -168,7 +200,7 @@ def main() -> None:
         results: dict = {}
         for label, (frames, height, width, clips, repeats) in {
             "lift_like_49x240x360": (49, 240, 360, args.clips, args.repeats),
-            "toy_16x32x32": (16, 32, 32, 64, 4 * args.repeats),
+            "toy_16x32x32": (16, 32, 32, 64, 2 * args.repeats),
         }.items():
             paths = make_clips(clips, frames, height, width)
             mb = sum(os.path.getsize(p) for p in paths) / len(paths) / 2**20
@@ -186,9 +218,14 @@ def main() -> None:
                         ("score_s3", lambda: score_loader(urls, repeats, frames)),
                         ("critic_file", lambda: critic_loader(files, repeats, frames, processor_dir)),
                         ("critic_s3", lambda: critic_loader(urls, repeats, frames, processor_dir)),
-                        ("align_file", lambda: align_reads(files, repeats, frames, (height, width))),
                     ):
                         trials.setdefault(key, []).append(run())
+                # what each loader worker pays once for its S3 client: a fresh process's first s3:// read minus its
+                # first file:// read (median of 3), with the inherited heap frozen (train) and not (score)
+                r["s3_client_startup_cpu_s"] = {k: statistics.median(
+                    first_read_cpu(urls[i], freeze) - first_read_cpu(files[i], freeze) for i in range(3))
+                    for k, freeze in (("score", False), ("critic", True))}
+            trials["align_file"] = [align_reads(files, 1, frames, (height, width))]
             names = {"raw": "raw PyAV decode (1 proc, 1 thread)", "score_file": "score loader, file://",
                      "critic_file": "critic train loader, file://", "score_s3": "score loader, s3:// (moto)",
                      "critic_s3": "critic train loader, s3:// (moto)",
@@ -202,6 +239,10 @@ def main() -> None:
                 # client CPU plus the moto server's, per frame: what the s3:// path costs in cores
                 s3_cpu = r[f"{k}_s3"]["cpu_s"] + r[f"{k}_s3"].get("moto_cpu_s", 0.0)
                 r[f"{k}_s3_vs_file_cpu"] = r[f"{k}_file"]["cpu_s"] / s3_cpu
+                # the same without the workers' one-time client start-up: what a worker approaches that reads many
+                # more clips than the ~16 per worker here (critic training: the whole run; scoring: a shard)
+                steady = s3_cpu - WORKERS * r["s3_client_startup_cpu_s"][k]
+                r[f"{k}_s3_vs_file_cpu_steady"] = r[f"{k}_file"]["cpu_s"] / steady
             r["align_per_core_vs_raw"] = r["align_file"]["fps_cpu"] / r["raw"]["fps_cpu"]
         shutil.rmtree(processor_dir, ignore_errors=True)
 
@@ -211,19 +252,28 @@ def main() -> None:
     for label, r in results.items():
         print(f"  {label:<22} score {r['score_per_core_vs_raw']:.3f}  critic {r['critic_per_core_vs_raw']:.3f}  "
               f"align reads {r['align_per_core_vs_raw']:.3f}")
-    print("s3:// / file:// (wall frames/s; in brackets CPU per frame, moto server included):")
+    print("s3:// / file:// (wall frames/s; in brackets CPU per frame, moto server included; then the same CPU ratio "
+          "without the workers' one-time S3 client start-up):")
     for label, r in results.items():
-        print(f"  {label:<22} score {r['score_s3_vs_file']:.3f} ({r['score_s3_vs_file_cpu']:.3f})  "
-              f"critic {r['critic_s3_vs_file']:.3f} ({r['critic_s3_vs_file_cpu']:.3f})")
+        print(f"  {label:<22} score {r['score_s3_vs_file']:.3f} ({r['score_s3_vs_file_cpu']:.3f}; "
+              f"{r['score_s3_vs_file_cpu_steady']:.3f})  critic {r['critic_s3_vs_file']:.3f} "
+              f"({r['critic_s3_vs_file_cpu']:.3f}; {r['critic_s3_vs_file_cpu_steady']:.3f});  S3 client start-up per "
+              f"worker process: score {r['s3_client_startup_cpu_s']['score']:.2f} CPU-s, critic "
+              f"{r['s3_client_startup_cpu_s']['critic']:.2f} CPU-s (inherited heap frozen)")
     per_core = min(main_r["score_per_core_vs_raw"], main_r["critic_per_core_vs_raw"])
     s3 = min(main_r["score_s3_vs_file"], main_r["critic_s3_vs_file"])
     s3_cpu = min(main_r["score_s3_vs_file_cpu"], main_r["critic_s3_vs_file_cpu"])
+    s3_steady = min(main_r["score_s3_vs_file_cpu_steady"], main_r["critic_s3_vs_file_cpu_steady"])
     save_result("video_loading", {"args": vars(args), "results": results, "ratios": {
         "loader_per_core_vs_raw": per_core, "s3_vs_file": s3, "s3_vs_file_cpu": s3_cpu,
+        "s3_vs_file_cpu_without_client_startup": s3_steady,
         "toy_score_per_core_vs_raw": toy["score_per_core_vs_raw"], "toy_score_s3_vs_file": toy["score_s3_vs_file"]}})
-    print(ratio_line("s3:// vs file:// loader CPU per frame (49x240x360, worst loader)", s3_cpu, ">= 0.80",
-                     s3_cpu >= 0.8))
-    print(ratio_line("s3:// vs file:// loader frames/s (49x240x360, worst loader)", s3, ">= 0.80", s3 >= 0.8))
+    print(f"s3:// vs file:// CPU per frame without the workers' one-time S3 client start-up (49x240x360, worst "
+          f"loader): {s3_steady:.3f}")
+    print(ratio_line("s3:// vs file:// loader wall frames/s (49x240x360, worst loader; moves with the neighbours' "
+                     "load)", s3, ">= 0.80", s3 >= 0.8))
+    print(ratio_line("s3:// vs file:// loader frames per CPU-second, moto included (49x240x360, worst loader)",
+                     s3_cpu, ">= 0.80", s3_cpu >= 0.8))
     print(ratio_line("loader vs raw decode per core (49x240x360, worst loader)", per_core, ">= 0.90",
                      per_core >= 0.9))
 

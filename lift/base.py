@@ -5,7 +5,8 @@ trained to reconstruct toy clips, its latents are rescaled to unit variance (the
 with), and the transformer is fine-tuned without rewards (`lift align` with `objective.reward_weighting=false`) on
 the whole rated toy set, defects included, so it makes flawed clips at a measurable rate that alignment can lower.
 
-    lift base                      # RUN/base from RUN/models/cogvideox and RUN/data; `lift pipeline` runs it
+    lift base                      # RUN/base from RUN/models/cogvideox and RUN/data (~15 CPU minutes)
+    lift base start=RUN/models/cogvideox-toy train=false   # the shipped toy base, as `lift pipeline` does
 """
 
 from __future__ import annotations
@@ -67,18 +68,23 @@ def run(cfg: DictConfig) -> dict:
     runtime = dist.init()
     if runtime.distributed:
         raise ValueError("lift base trains a few-MB toy model: run it as one process, not under torchrun")
+    if not cfg.train:
+        models.save_folder(models.local_dir(cfg.start), cfg.out)
+        logs.event(log, "base: taken as it is", start=cfg.start, out=cfg.out)
+        return {"trained": 0}
     manifest = storage.join(cfg.data, "manifest.jsonl")
     urls = [item.url for item in read_items(manifest)]
     stage1 = storage.join(cfg.work, "stage1")
+    vae_hash = config.config_hash(OmegaConf.masked_copy(cfg, ["start", "data", "frames", "size", "kl_weight", "vae"]))
     counts = {}
-    if not storage.is_complete(stage1):
+    if not storage.is_complete(stage1, vae_hash):
         torch.manual_seed(cfg.vae.seed)
         pipe = models.load_t2v("cogvideox", cfg.start)
         counts.update(train_vae(cfg, pipe, urls, runtime))
         with tempfile.TemporaryDirectory(prefix="lift-base-") as tmp:
             pipe.save_pretrained(tmp)
             models.save_folder(tmp, stage1)
-        storage.write_marker(stage1, "base-vae", "", counts)
+        storage.write_marker(stage1, "base-vae", vae_hash, counts)
     overrides = [f"run={cfg.run}", f"model.name_or_path={stage1}", f"rollouts={cfg.data}", "real=null",
                  "objective.reward_weighting=false", f"out={storage.join(cfg.work, 'transformer')}",
                  f"frames={cfg.frames}", f"height={cfg.size}", f"width={cfg.size}"]

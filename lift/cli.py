@@ -4,6 +4,7 @@
     lift data import RELEASE_JSON_URL VIDEOS_URL OUT_URL [key=value ...]
     lift data export MANIFEST_URL OUT_JSON_URL [--format llava]
     lift models tiny OUT_URL
+    lift models toy OUT_URL
     lift STAGE [--config FILE_OR_URL] [--force] [key=value ...]     # critic, critic-eval, generate, score, align, evaluate
     lift pipeline [RUN_URL] [--config FILE_OR_URL] [--force] [key=value ...]
     lift report RUN_URL
@@ -52,7 +53,7 @@ STAGE_HELP = {
 DATA_COMMANDS: dict[str, str | None] = {
     "toy": "lift.toy:generate", "import": "lift.release:import_release", "export": "lift.release:export_release",
 }
-MODEL_COMMANDS: dict[str, str | None] = {"tiny": "lift.zoo:write_tiny"}
+MODEL_COMMANDS: dict[str, str | None] = {"tiny": "lift.zoo:write_tiny", "toy": "lift.zoo:write_toy"}
 REPORT: str | None = "lift.report:write_report"  # "module:function" writing RUN_URL/report/ and returning its index URL
 STARTED = "_STARTED"  # which config is writing this output: parts of another config are never reused
 PIPELINE_ORDER = ["data", "critic", "critic-eval", "generate", "score", "align", "evaluate"]
@@ -69,6 +70,29 @@ def _resolve(target: str | None, what: str):
     return getattr(importlib.import_module(module), fn)
 
 
+def sealed_inputs(cfg) -> dict[str, str]:
+    """Config key -> identity (config hash @ time) of each sealed folder the stage reads: the folder a path or URL
+    value names, or the folder of a file it names. A stage whose inputs were rebuilt since it ran is rerun,
+    as one whose own config changed (new rollouts need new scores)."""
+    inputs = {}
+    for key, value in _leaves(config.OmegaConf.to_container(cfg, resolve=True)):
+        if key.split(".")[-1] in ("run", "out", "work") or not isinstance(value, str) or "/" not in value:
+            continue
+        looks_like_file = "." in value.rstrip("/").rsplit("/", 1)[-1]  # prompts.jsonl, release.json
+        marker = storage.read_marker(storage.parent(value) if looks_like_file else value)
+        if marker:
+            inputs[key] = f"{marker.get('config_hash')}@{marker.get('time')}"
+    return inputs
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def run_stage(stage: str, target: str | None, cfg, force: bool = False) -> dict | None:
     """Skip-if-sealed, run, then seal: the marker contract of every stage in one place.
 
@@ -78,28 +102,29 @@ def run_stage(stage: str, target: str | None, cfg, force: bool = False) -> dict 
     last, after all ranks are done.
     """
     fn = _resolve(target, f"stage '{stage}'")
-    digest = config.config_hash(cfg)
+    digest, inputs = config.config_hash(cfg), sealed_inputs(cfg)
     marker = storage.read_marker(cfg.out)
-    if marker and marker.get("config_hash") == digest and not force:
+    if marker and marker.get("config_hash") == digest and marker.get("inputs", {}) == inputs and not force:
         logs.event(log, f"{stage}: already complete, skipping (use --force to rerun)", out=cfg.out, config_hash=digest)
         return marker.get("counts")
     started_url = storage.join(cfg.out, STARTED)
     started = storage.read_json(started_url) if storage.exists(started_url) else None
-    stale = force or bool(marker) or (started is not None and started.get("config_hash") != digest)
+    stale = force or bool(marker) or (started is not None and (started.get("config_hash"), started.get("inputs", {}))
+                                      != (digest, inputs))
     runtime = dist.init()
     if runtime.is_main:
         if stale:
             logs.event(log, f"{stage}: discarding earlier output of {'--force' if force else 'another config'}",
                        out=cfg.out, new=digest)
             storage.unseal(cfg.out, drop=("checkpoints",) if force else ())
-        storage.write_json(started_url, {"stage": stage, "config_hash": digest})
+        storage.write_json(started_url, {"stage": stage, "config_hash": digest, "inputs": inputs})
     dist.barrier()
     start = time.time()
     counts = fn(cfg) or {}
     dist.barrier()
     if runtime.is_main:
         config.save(cfg, storage.join(cfg.out, "config.yaml"))
-        storage.write_marker(cfg.out, stage, digest, counts, seconds=round(time.time() - start, 1))
+        storage.write_marker(cfg.out, stage, digest, counts, seconds=round(time.time() - start, 1), inputs=inputs)
     dist.barrier()
     logs.event(log, f"{stage}: done", out=cfg.out, seconds=round(time.time() - start, 1), **counts)
     return counts
@@ -150,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Write a tiny Qwen2-VL critic and tiny CogVideoX and Wan2.1 pipelines.")
     tiny.add_argument("out", metavar="OUT_URL", help="output folder URL")
     tiny.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
+    shipped = msub.add_parser("toy", help="write OUT_URL/critic-toy and OUT_URL/cogvideox-toy, shipped with lift",
+                              description="Copy the toy-pretrained critic start and toy base text-to-video "
+                                          "pipeline shipped with lift (made from the seed-0 tiny zoo by "
+                                          "scripts/make-toy-pretrained.py).")
+    shipped.add_argument("out", metavar="OUT_URL", help="output folder URL")
 
     for name, help in STAGE_HELP.items():
         _stage_parser(sub, name, help)
@@ -215,7 +245,7 @@ def _dispatch(args) -> None:
         cfg = config.load("data", args.config, overrides)
         run_stage("data", DATA_COMMANDS[args.action], cfg, force=args.force)
     elif args.command == "models":
-        _resolve(MODEL_COMMANDS[args.action], f"lift models {args.action}")(args.out, seed=args.seed)
+        _resolve(MODEL_COMMANDS[args.action], f"lift models {args.action}")(args.out, seed=getattr(args, "seed", 0))
     elif args.command == "pipeline":
         overrides = ([f"run={args.run_url}"] if args.run_url else []) + args.overrides
         cfg = config.load("pipeline", args.config, overrides)
@@ -223,6 +253,8 @@ def _dispatch(args) -> None:
 
         stages = pipeline.run(cfg, force=args.force)
         logs.event(log, "pipeline: finished", run=cfg.run, stages=",".join(stages))
+        if "report" in stages:
+            print(f"report: {storage.join(cfg.run, 'report', 'index.html')}")
     elif args.command == "report":
         print(_resolve(REPORT, "lift report")(args.run_url))
     elif args.command in submit.COMMANDS:

@@ -87,7 +87,9 @@ class ToyConfig:
     fps: int = 8
     """Frames per second written into the mp4 files."""
     num_prompts: int = 64
-    """Prompts written to prompts.jsonl for rollouts (held out from nothing: the toy world is infinite)."""
+    """Prompts written to prompts.jsonl for rollouts."""
+    num_eval_prompts: int = 16
+    """Held-out prompts written to eval_prompts.jsonl for `lift evaluate`: scenes that no rollout prompt shows."""
     num_real: int = 200
     """Clean clips with captions written to real/ (the D_real set of LiFT's objective)."""
     label_mix: Dict[str, float] = field(default_factory=lambda: {"Good": 0.35, "Normal": 0.15, "Bad": 0.5})
@@ -121,7 +123,7 @@ class DataConfig:
     run: str = DEFAULT_RUN
     """Run folder URL; every default path below hangs off it."""
     out: str = "${run}/data"
-    """Output folder: manifest.jsonl, videos/, prompts.jsonl, real/."""
+    """Output folder: manifest.jsonl, videos/, prompts.jsonl, eval_prompts.jsonl, real/."""
     source: Literal["toy", "import"] = "toy"
     """Where the ratings come from: the built-in toy world, or an imported LiFT-HRA release."""
     seed: int = 0
@@ -137,8 +139,9 @@ class DataConfig:
 class LoraConfig:
     """Low-rank adapters through peft (LiFT: r128/a256 for 13B, r64/a128 for 40B)."""
 
-    enabled: bool = True
-    """Train LoRA adapters; false trains the language model fully."""
+    enabled: bool = False
+    """Train LoRA adapters (LiFT's recipe for its 13B/40B critics); false trains the whole model (the toy default:
+    the 1M-parameter tiny critic is fine-tuned fully)."""
     r: int = 128
     """Adapter rank."""
     alpha: int = 256
@@ -155,18 +158,24 @@ class LoraConfig:
 class CriticModelConfig:
     """The video VLM behind the critic."""
 
-    name_or_path: str = "${run}/models/critic"
-    """Hub id, local folder or object-storage URL (e.g. Qwen/Qwen2.5-VL-7B-Instruct)."""
-    frames: int = 8
-    """Frames sampled uniformly per video (LiFT: 8)."""
-    sample_fps: float = 4.0
-    """Rate the sampled frames are shown at (frames / clip seconds); Qwen2.5-VL places video tokens in time by it."""
-    answer_format: Literal["label_first", "reason_first"] = "label_first"
-    """label_first is LiFT's '<Label>. <reason>'; reason_first says what it sees, then judges."""
+    name_or_path: str = "${run}/models/critic-toy"
+    """Hub id, local folder or object-storage URL (e.g. Qwen/Qwen2.5-VL-7B-Instruct); the default is the tiny
+    critic pretrained on toy clips that `lift models toy` writes."""
+    frames: int = 4
+    """Frames sampled uniformly per video (LiFT: 8; the toy default 4 of a 16-frame clip puts frames 5 apart in
+    each 2-frame temporal patch, so motion shows inside one patch, where a tiny vision tower sees it)."""
+    sample_fps: float = 2.0
+    """Rate the sampled frames are shown at (frames / clip seconds: 4 of a 2 s toy clip -> 2); Qwen2.5-VL places
+    video tokens in time by it."""
+    answer_format: Literal["label_first", "reason_first"] = "reason_first"
+    """label_first is LiFT's '<Label>. <reason>'; reason_first says what it sees, then judges (the toy default:
+    a tiny critic compares words it has written far more easily than it judges at the first token;
+    docs/RESULTS.md)."""
     with_reasons: bool = True
     """Train on reasons; false trains '<Label>.' alone (the paper's ablation)."""
-    freeze_vision: bool = True
-    """Keep the vision tower and projector frozen, as the paper does."""
+    freeze_vision: bool = False
+    """Keep the vision tower and projector frozen, as the paper does (configs/cluster); the toy default trains
+    them, as the tiny critic has still to learn to see the toy world's defects."""
     trust_remote_code: bool = False
     """Run Python code shipped inside the model folder (transformers auto_map); off unless the model needs it."""
 
@@ -183,7 +192,11 @@ class CriticConfig:
     """Output folder: model/ (transformers layout) and checkpoints/."""
     model: CriticModelConfig = field(default_factory=CriticModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=1e-5, warmup_ratio=0.03, epochs=20))
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        lr=5e-4, warmup_ratio=0.05, max_steps=1200, batch_size=16, activation_checkpointing=False, num_workers=1,
+        log_every=50))
+    """The toy default (docs/RESULTS.md: ~8 CPU minutes on 2 cores from the pretrained tiny critic); LiFT's recipe
+    (lr 1e-5, warmup 0.03, 20 epochs, LoRA, frozen vision) is in configs/cluster/critic-qwen2.5-vl-7b.yaml."""
 
 
 @dataclass
@@ -202,8 +215,9 @@ class CriticEvalConfig:
     """Manifest split to evaluate."""
     mode: Literal["logits", "generate"] = "logits"
     """How labels are read: argmax of label probabilities, or parsed from greedy answers."""
-    max_new_tokens: int = 64
-    """Longest generated answer in generate mode (and reason-first critics' reasons)."""
+    max_new_tokens: int = 96
+    """Longest generated answer in generate mode (and reason-first critics' reasons: the toy critic's run up to
+    ~70 tokens, and a reason cut short misleads the label read after it)."""
     batch_size: int = 8
     """Videos per forward pass per rank."""
     num_shards: int = 0
@@ -290,8 +304,9 @@ class ScoreConfig:
     """Weight of each dimension in the reward's mean."""
     batch_size: int = 8
     """Videos per forward pass per rank."""
-    max_new_tokens: int = 64
-    """Longest generated answer in generate mode."""
+    max_new_tokens: int = 96
+    """Longest generated answer in generate mode (and reason-first critics' reasons: the toy critic's run up to
+    ~70 tokens, and a reason cut short misleads the label read after it)."""
     num_shards: int = 0
     """Part files of the output; 0 means one per rank."""
 
@@ -350,8 +365,8 @@ class EvaluateConfig:
     aligned: T2VModelConfig = field(default_factory=lambda: T2VModelConfig(name_or_path="${run}/align/model"))
     critic: str = "${run}/critic/model"
     """The trained critic (transformers layout)."""
-    prompts: str = "${run}/data/prompts.jsonl"
-    """Held-out prompts."""
+    prompts: str = "${run}/data/eval_prompts.jsonl"
+    """Held-out prompts (the toy world writes scenes no rollout prompt shows)."""
     out: str = "${run}/eval"
     """Output folder: results.json and the generated videos."""
     videos_per_prompt: int = 2
@@ -362,6 +377,8 @@ class EvaluateConfig:
     """Videos per pipeline call."""
     score_batch_size: int = 8
     """Videos per critic forward pass per rank."""
+    max_new_tokens: int = 96
+    """Longest reason a reason-first critic may say before its label is read."""
     label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
     """s(label) of LiFT's reward r = mean over dimensions of s(label) (expected under the critic's probabilities)."""
     dimension_weights: Dict[str, float] = field(
@@ -384,7 +401,11 @@ class BaseConfig:
     data: str = "${run}/data"
     """Toy data folder: every rated clip (defects included) is training data."""
     start: str = "${run}/models/cogvideox"
-    """The random tiny CogVideoX pipeline to start from."""
+    """The tiny CogVideoX pipeline to start from: the random zoo one, or the toy base shipped with lift
+    (models/cogvideox-toy of `lift models toy`)."""
+    train: bool = True
+    """Train the VAE, then the transformer, from `start`; false takes `start` as the base as it is (the shipped
+    toy base was made by scripts/make-toy-pretrained.py with this stage)."""
     work: str = "${run}/base_train"
     """Checkpoints and intermediate models."""
     out: str = "${run}/base"
@@ -395,11 +416,13 @@ class BaseConfig:
     """Clip height and width in pixels."""
     kl_weight: float = 1e-6
     """Weight of the VAE's KL term next to reconstruction MSE."""
+    # A VAE step of 4 clips is ~35 GFLOP (3D convolutions at full resolution), the costly part on a CPU; the
+    # transformer's steps are cheap (64 video tokens).
     vae: TrainerConfig = field(default_factory=lambda: TrainerConfig(
-        lr=1e-3, max_steps=300, batch_size=8, warmup_steps=20, checkpoint_every=100, activation_checkpointing=False,
+        lr=1e-3, max_steps=600, batch_size=4, warmup_steps=20, checkpoint_every=100, activation_checkpointing=False,
         num_workers=1, log_every=25))
     transformer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
-        lr=5e-4, max_steps=1200, batch_size=8, warmup_steps=50, betas=[0.9, 0.95], weight_decay=1e-4,
+        lr=5e-4, max_steps=3200, batch_size=8, warmup_steps=50, betas=[0.9, 0.95], weight_decay=1e-4,
         checkpoint_every=400, activation_checkpointing=False, num_workers=1, log_every=50))
 
 
@@ -411,30 +434,27 @@ class PipelineConfig:
     """Run folder URL; every stage's paths hang off it."""
     # The embedded default is sized to finish on a 2-core laptop in minutes; cluster configs raise every budget.
     data: DataConfig = field(default_factory=lambda: DataConfig(
-        run="${run}", toy=ToyConfig(num_clips=400, num_prompts=8, num_real=32)))
+        run="${run}", toy=ToyConfig(num_clips=1000, num_prompts=16, num_real=128)))
+    # The toy base and critic start shipped with lift (`lift models toy`; scripts/make-toy-pretrained.py made them
+    # in ~40 CPU minutes), so the first run trains neither from random weights; the critic is fine-tuned on the
+    # run's own ratings.
     base: BaseConfig = field(default_factory=lambda: BaseConfig(
-        run="${run}",
-        vae=TrainerConfig(lr=1e-3, max_steps=24, batch_size=4, warmup_steps=4, checkpoint_every=12,
-                          activation_checkpointing=False, num_workers=1, log_every=10),
-        transformer=TrainerConfig(lr=5e-4, max_steps=150, batch_size=8, warmup_steps=10, betas=[0.9, 0.95],
-                                  weight_decay=1e-4, checkpoint_every=50, activation_checkpointing=False,
-                                  num_workers=1, log_every=25)))
-    # A tiny critic from scratch learns the toy world reason-first and fully fine-tuned (DESIGN.md's measurements).
+        run="${run}", start="${run}/models/cogvideox-toy", train=False))
     critic: CriticConfig = field(default_factory=lambda: CriticConfig(
-        run="${run}", model=CriticModelConfig(answer_format="reason_first"), lora=LoraConfig(enabled=False),
-        trainer=TrainerConfig(lr=3e-4, warmup_steps=10, max_steps=200, batch_size=8, checkpoint_every=100,
-                              activation_checkpointing=False, num_workers=1, log_every=20)))
-    critic_eval: CriticEvalConfig = field(default_factory=lambda: CriticEvalConfig(run="${run}", max_new_tokens=24))
+        run="${run}", trainer=TrainerConfig(lr=2e-4, warmup_ratio=0.05, max_steps=200, batch_size=16,
+                                            checkpoint_every=100, activation_checkpointing=False, num_workers=1,
+                                            log_every=20)))
+    critic_eval: CriticEvalConfig = field(default_factory=lambda: CriticEvalConfig(run="${run}"))
     generate: GenerateConfig = field(default_factory=lambda: GenerateConfig(
-        run="${run}", sampling=SamplingConfig(steps=20)))
-    score: ScoreConfig = field(default_factory=lambda: ScoreConfig(run="${run}", max_new_tokens=24))
+        run="${run}", videos_per_prompt=8, sampling=SamplingConfig(steps=20)))
+    score: ScoreConfig = field(default_factory=lambda: ScoreConfig(run="${run}"))
     align: AlignConfig = field(default_factory=lambda: AlignConfig(
         run="${run}",
-        trainer=TrainerConfig(lr=1e-4, betas=[0.9, 0.95], weight_decay=1e-4, warmup_steps=10,
-                              schedule="cosine_with_restarts", batch_size=8, grad_clip=1.0, max_steps=100,
-                              checkpoint_every=50, activation_checkpointing=False, num_workers=1, log_every=10)))
+        trainer=TrainerConfig(lr=3e-4, betas=[0.9, 0.95], weight_decay=1e-4, warmup_steps=20,
+                              schedule="cosine_with_restarts", batch_size=8, grad_clip=1.0, max_steps=400,
+                              checkpoint_every=200, activation_checkpointing=False, num_workers=1, log_every=20)))
     evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(
-        run="${run}", sampling=SamplingConfig(steps=20)))
+        run="${run}", videos_per_prompt=4, sampling=SamplingConfig(steps=20)))
 
 SCHEMAS: dict[str, type] = {
     "data": DataConfig,

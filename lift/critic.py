@@ -215,6 +215,12 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
     return url
 
 
+def fingerprint(cfg: DictConfig) -> dict:
+    """What a checkpoint must share with the run resuming from it; lift/checkpoint.py refuses one that differs."""
+    return {"base": cfg.model.name_or_path, "lora": OmegaConf.to_container(cfg.lora) if cfg.lora.enabled else None,
+            "answer_format": cfg.model.answer_format, "freeze_vision": cfg.model.freeze_vision}
+
+
 def run(cfg: DictConfig) -> dict:
     """`lift critic`: SFT of the critic on the train split, then export."""
     runtime = dist.init()
@@ -232,11 +238,8 @@ def run(cfg: DictConfig) -> dict:
         inputs = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
         return m(**inputs).loss, {}
 
-    fingerprint = {"base": cfg.model.name_or_path,
-                   "lora": OmegaConf.to_container(cfg.lora) if cfg.lora.enabled else None,
-                   "answer_format": cfg.model.answer_format, "freeze_vision": cfg.model.freeze_vision}
     counts = train.fit(model=model, dataset=Examples(examples, cfg.model.frames),
                        collate=Collate(models.local_dir(cfg.model.name_or_path), cfg.model.sample_fps), loss_fn=loss_fn,
-                       cfg=cfg.trainer, out_url=cfg.out, fingerprint=fingerprint, runtime=runtime)
+                       cfg=cfg.trainer, out_url=cfg.out, fingerprint=fingerprint(cfg), runtime=runtime)
     export(model, cfg, runtime)
     return counts

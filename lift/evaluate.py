@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lift import dist, generate, hra, logs, storage, toy, video
+from lift import dist, faults, generate, hra, logs, storage, toy, video
 from lift.score import Item, Scorer, reward_from_probs, score_sharded
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,7 @@ def _generate_model(name: str, model: DictConfig, items: list[dict], cfg: DictCo
                     lines.append(json.dumps({**item, "model": name, "video": rel,
                                              "oracle": oracle(decoded, item["prompt"])}, sort_keys=True))
                 bar.update(len(batch))
+                faults.batch_done()
             shards.commit(shard, "".join(line + "\n" for line in lines).encode())
         bar.close()
         del pipe
@@ -283,7 +284,7 @@ def run(cfg: DictConfig) -> dict:
     scores_url = storage.join(cfg.out, "scores")
     pending = storage.Shards(scores_url, num_shards).todo(runtime.rank, runtime.world_size)
     # the critic is loaded only by a rank with shards left to score (score_sharded touches it only for those)
-    scorer = Scorer(cfg.critic, runtime.device) if pending else None
+    scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens) if pending else None
     label_scores, weights = dict(cfg.label_scores), dict(cfg.dimension_weights)
 
     def make_record(item: Item, rating: dict) -> dict:

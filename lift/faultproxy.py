@@ -6,17 +6,24 @@ loopback and point AWS_ENDPOINT_URL at it, and a seeded fraction of requests fai
 
 Per request, with a seeded RNG (the sequence of draws is fixed; which request gets which draw depends on the order
 requests arrive in, as ranks and threads race):
-- with probability `rate` the request fails, the kind drawn uniformly from `kinds`:
+- exactly a fraction `rate` of requests fails: every block of N requests (N the denominator of `rate` as a fraction,
+  at most 100: 5 for 0.2) holds rate x N failures in random places, so the first n requests hold n x rate failures
+  give or take one block's; the kind is drawn uniformly from `kinds`:
   `500`   an S3 `InternalError` XML error body, status 500, before forwarding (the store is not touched);
   `503`   an S3 `SlowDown` XML error body, status 503, before forwarding;
   `reset` the connection is reset (TCP RST) after the request was read and before forwarding;
-  `cut`   GET only (other requests are forwarded untouched): forwarded, the response headers and half the body
-          sent, then the connection reset, the way a load balancer drops a download mid-stream;
+  `cut`   GET only (other requests draw among the other kinds; with `cut` alone they are forwarded): forwarded, the
+          response headers and half the body sent, then the connection reset, the way a load balancer drops a
+          download mid-stream;
 - independently, with probability `delay_rate`, the request is held `delay_s` seconds before it is handled.
 
 Failures that happen before forwarding never change the store. `cut` is limited to GET because a real store may
 also lose the response to a write it applied, and repeating such a write is safe for single PUTs (what lift uses
 for objects up to s3fs's 50 MiB block size) but not for a CompleteMultipartUpload.
+
+`FaultProxy` runs the proxy as its own process, as a real store is one: in the process under test, every fork (a
+DataLoader's workers) would copy the proxy's sockets, and a reset or close would not reach the client while any
+copy is open, turning each injected fault into a read timeout. `GET /__faultproxy__/stats` answers its counters.
 
 This is a test utility (standard library only); nothing in a stage imports it.
 """
@@ -25,18 +32,24 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import random
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KINDS = ("500", "503", "reset", "cut")
+STATS = "/__faultproxy__/stats"  # answered by the proxy itself, never forwarded or counted
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "expect"}
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
@@ -68,6 +81,7 @@ class _Reset(Exception):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as S3 clients pool their connections
+    timeout = 120  # seconds a client may stay silent mid-request before the proxy drops it
     server: "_Server"
 
     def log_message(self, *args) -> None:  # the proxy is quiet; `FaultProxy.stats` says what happened
@@ -93,11 +107,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
-        fault, delay = self.server.draw()
+        fault, delay = self.server.draw(self.command)
         if delay:
             time.sleep(self.server.faults.delay_s)
-        if fault == "cut" and self.command != "GET":
-            fault = None
         self.server.count(self.command, fault, delay)
         if fault == "reset":
             raise _Reset
@@ -127,7 +139,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reset
         self.wfile.write(payload)
 
+    def _stats(self) -> None:
+        with self.server.lock:
+            body = json.dumps(dict(self.server.stats)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def _dispatch(self) -> None:
+        if self.path == STATS:
+            return self._stats()
         try:
             self._handle()
         except _Reset:
@@ -172,14 +195,21 @@ class _Server(ThreadingHTTPServer):
         self.target = (parsed.hostname, parsed.port or 80)
         self.faults = faults
         self.rng = random.Random(faults.seed)
+        self.block: list[bool] = []  # whether each request left in the current block fails
         self.lock = threading.Lock()
         self.stats: Counter = Counter()
         self.local = threading.local()
 
-    def draw(self) -> tuple[str | None, bool]:
+    def draw(self, method: str) -> tuple[str | None, bool]:
+        """(the fault or None, whether to delay) for one request; `cut` applies to GET only."""
+        kinds = [k for k in self.faults.kinds if k != "cut" or method == "GET"]
         with self.lock:
-            fails = self.rng.random() < self.faults.rate
-            kind = self.rng.choice(self.faults.kinds)
+            if not self.block:
+                share = Fraction(self.faults.rate).limit_denominator(100)
+                self.block = [i < share.numerator for i in range(share.denominator)]
+                self.rng.shuffle(self.block)
+            fails = self.block.pop()
+            kind = self.rng.choice(kinds) if kinds else None
             delay = self.rng.random() < self.faults.delay_rate
         return (kind if fails else None), delay
 
@@ -223,30 +253,40 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultProxy:
-    """The proxy on 127.0.0.1 in a background thread: `with FaultProxy(target, Faults(rate=0.2)) as p: p.url`."""
+    """The proxy on 127.0.0.1 in a process of its own: `with FaultProxy(target, Faults(rate=0.2)) as p: p.url`."""
 
     def __init__(self, target: str, faults: Faults | None = None, port: int = 0):
-        self.server = _Server(("127.0.0.1", port), target.rstrip("/"), faults or Faults())
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="faultproxy", daemon=True)
+        self.target, self.faults, self.port = target.rstrip("/"), faults or Faults(), port
+        self.url = ""
+        self._process: subprocess.Popen | None = None
+        self._final: Counter | None = None  # the counters at `stop`
 
-    @property
-    def faults(self) -> Faults:
-        return self.server.faults
+    def start(self) -> FaultProxy:
+        f = self.faults
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "lift.faultproxy", self.target, "--port", str(self.port), "--rate", str(f.rate),
+             "--kinds", ",".join(f.kinds), "--delay-rate", str(f.delay_rate), "--delay", str(f.delay_s),
+             "--seed", str(f.seed)], stdout=subprocess.PIPE, text=True)
+        line = self._process.stdout.readline()
+        if not line.startswith("http://"):
+            self.stop()
+            raise RuntimeError(f"faultproxy did not start: {line!r}")
+        self.url = line.strip()
+        return self
 
     @property
     def stats(self) -> Counter:
-        """Requests seen, forwarded, delayed, and failed per kind."""
-        with self.server.lock:
-            return Counter(self.server.stats)
-
-    def start(self) -> FaultProxy:
-        self._thread.start()
-        return self
+        """Requests seen, forwarded, delayed, and failed per kind; once stopped, the counts at the stop."""
+        if self._final is not None:
+            return self._final
+        with urllib.request.urlopen(self.url + STATS, timeout=30) as resp:
+            return Counter(json.load(resp))
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self._process is not None and self._process.poll() is None:
+            self._final = self.stats
+            self._process.terminate()
+            self._process.wait(timeout=30)
 
     def __enter__(self) -> FaultProxy:
         return self.start()
@@ -266,14 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="RNG seed (default: 0)")
     args = p.parse_args(argv)
     faults = Faults(args.rate, tuple(k for k in args.kinds.split(",") if k), args.delay_rate, args.delay, args.seed)
-    proxy = FaultProxy(args.target, faults, args.port).start()
-    print(f"faultproxy: {proxy.url} -> {args.target} ({faults})", flush=True)
+    server = _Server(("127.0.0.1", args.port), args.target.rstrip("/"), faults)
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)  # the first line: where to point clients
+    print(f"faultproxy: -> {args.target} ({faults}); counters at {STATS}", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
-        while True:
-            time.sleep(3600)
+        server.serve_forever()
     except KeyboardInterrupt:
-        proxy.stop()
-        print(f"faultproxy: {dict(proxy.stats)}", file=sys.stderr)
+        pass
+    server.server_close()
     return 0
 
 

@@ -1,9 +1,11 @@
 """Crash hooks for the reliability tests: SIGKILL one rank at a chosen point, as a preempted node dies.
 
-    LIFT_FAULT_KILL_AT_STEP=N       training (lift critic, lift align): after optimizer step N
-    LIFT_FAULT_KILL_AFTER_PARTS=N   sharded stages (generate, score, critic-eval, evaluate): after this process
-                                    committed its N-th part file
-    LIFT_FAULT_RANK=R               the rank that dies (default 0)
+    LIFT_FAULT_KILL_AT_STEP=N        training (lift critic, lift align): after optimizer step N, before the
+                                     checkpoint of step N is taken
+    LIFT_FAULT_KILL_AFTER_BATCHES=N  sharded stages (generate, score, critic-eval, evaluate): after this process
+                                     rendered or scored its N-th batch, before the part holding it is committed
+    LIFT_FAULT_KILL_AFTER_PARTS=N    sharded stages: after this process committed its N-th part file
+    LIFT_FAULT_RANK=R                the rank that dies (default 0)
 
 A hook fires only in the first attempt of a torchrun job (TORCHELASTIC_RESTART_COUNT unset or 0), so under
 `torchrun --max-restarts 1` (as the PyTorchJob and TorchX runs use) the restarted workers run to completion by
@@ -19,8 +21,10 @@ import signal
 log = logging.getLogger(__name__)
 
 KILL_AT_STEP = "LIFT_FAULT_KILL_AT_STEP"
+KILL_AFTER_BATCHES = "LIFT_FAULT_KILL_AFTER_BATCHES"
 KILL_AFTER_PARTS = "LIFT_FAULT_KILL_AFTER_PARTS"
-_parts_committed = 0  # part files this process committed
+RANK = "LIFT_FAULT_RANK"
+_reached: dict[str, int] = {}  # hook variable -> how often this process passed that point
 
 
 def kill_point(variable: str, count: int) -> None:
@@ -29,7 +33,7 @@ def kill_point(variable: str, count: int) -> None:
     if at is None or count != int(at):
         return
     rank = int(os.environ.get("RANK", "0"))
-    if rank != int(os.environ.get("LIFT_FAULT_RANK", "0")) or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")):
+    if rank != int(os.environ.get(RANK, "0")) or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")):
         return
     log.warning("fault injection: SIGKILL on rank %d at %s=%d", rank, variable, count)
     for handler in logging.getLogger().handlers:  # SIGKILL runs no exit handlers: flush the line above now
@@ -40,8 +44,16 @@ def kill_point(variable: str, count: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _count(variable: str) -> None:
+    _reached[variable] = _reached.get(variable, 0) + 1
+    kill_point(variable, _reached[variable])
+
+
+def batch_done() -> None:
+    """A batch of a sharded stage rendered or scored; the hook of LIFT_FAULT_KILL_AFTER_BATCHES."""
+    _count(KILL_AFTER_BATCHES)
+
+
 def part_committed() -> None:
-    """Count a committed part of a sharded output; the hook of LIFT_FAULT_KILL_AFTER_PARTS."""
-    global _parts_committed
-    _parts_committed += 1
-    kill_point(KILL_AFTER_PARTS, _parts_committed)
+    """A part of a sharded output committed; the hook of LIFT_FAULT_KILL_AFTER_PARTS."""
+    _count(KILL_AFTER_PARTS)

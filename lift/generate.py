@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lift import dist, logs, models, storage, video
+from lift import dist, faults, logs, models, storage, video
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.jsonl"
@@ -113,6 +113,7 @@ def run(cfg: DictConfig) -> dict:
                     lines.append(json.dumps({**item, "video": rel, "family": cfg.model.family,
                                              "model": cfg.model.name_or_path}, sort_keys=True))
                 bar.update(len(batch))
+                faults.batch_done()
             shards.commit(shard, "".join(line + "\n" for line in lines).encode())
         bar.close()
     dist.barrier()

@@ -1,7 +1,9 @@
 """`lift pipeline`: every stage in order with one config, each skipped when its `_SUCCESS` marker matches.
 
-For the toy world (the embedded default) two preparatory steps come first: the tiny model zoo is written to
-RUN/models, and a base text-to-video model is trained from it (`lift base`) into RUN/base. Pointed at real model
+For the toy world (the embedded default) two preparatory steps come first: the tiny model zoo and the toy-pretrained
+models shipped with lift are written to RUN/models, and `lift base` puts the toy base text-to-video model into
+RUN/base (the shipped one by default; `base.start=${run}/models/cogvideox base.train=true` trains one from the
+random zoo, ~15 CPU minutes). Pointed at real model
 ids and an imported LiFT-HRA release, neither runs: the pipeline is then data, critic, critic-eval, generate,
 score, align, evaluate and the report.
 
@@ -35,6 +37,7 @@ def run(cfg: DictConfig, force: bool = False) -> list[str]:
         from lift import zoo as tiny
 
         tiny.write_tiny(zoo)
+        tiny.write_toy(zoo)
         done.append("models")
     uses_base = sections["generate"].model.name_or_path == sections["base"].out
     if data.source == "toy" and uses_base:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from lift import critic, dist, hra, logs, models, storage, video
+from lift import critic, dist, faults, hra, logs, models, storage, train, video
 
 log = logging.getLogger(__name__)
 SCORES = "scores.jsonl"
@@ -106,6 +106,7 @@ class Scorer:
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # generation and last-position logits need left padding
         self.label_ids = critic.label_token_ids(self.tokenizer, self.answer_format)
+        self.verdict_ids = self.tokenizer.encode(" " + critic.VERDICT, add_special_tokens=False)
         inner = getattr(self.model, "model", None)
         self._precomputed_video = (hasattr(self.model, "get_video_features") and inner is not None and
                                    "mm_encoder_outputs" in inspect.signature(inner.forward).parameters)
@@ -140,6 +141,29 @@ class Scorer:
         logits = self.model(**enc, logits_to_keep=1).logits[:, -1, self.label_ids]
         return torch.softmax(logits.float(), dim=-1).cpu()
 
+    def _reason_then_label(self, texts: list[str], frames: list[torch.Tensor]) -> tuple[list[str], torch.Tensor]:
+        """Reason-first logits mode: the reason decoded greedily, and P(label) read from the same decoding at the
+        step right after its verdict marker, so no second pass runs. An answer that never reaches the marker (cut
+        at max_new_tokens) gets one forward over prompt + reason + " Verdict:" instead."""
+        enc = self._encode(texts, frames)
+        out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, output_logits=True,
+                                  return_dict_in_generate=True)
+        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        reasons = [critic.reason_of(a, "reason_first")
+                   for a in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        probs, cut = torch.empty(len(texts), len(self.label_ids)), []
+        n = len(self.verdict_ids)
+        for i, tokens in enumerate(new.tolist()):
+            at = next((j + n for j in range(len(tokens) - n) if tokens[j:j + n] == self.verdict_ids), None)
+            if at is None:
+                cut.append(i)
+                continue
+            probs[i] = torch.softmax(out.logits[at][i, self.label_ids].float(), dim=-1).cpu()
+        if cut:
+            probs[cut] = self._label_probs([texts[i] + reasons[i] + " " + critic.VERDICT for i in cut],
+                                           [frames[i] for i in cut])
+        return reasons, probs
+
     @torch.inference_mode()
     def rate(self, items: list[Item], frames: list[torch.Tensor], mode: str) -> list[dict]:
         """Per video: labels, probs (logits mode), reasons, and the dimensions whose answer named no label."""
@@ -149,9 +173,7 @@ class Scorer:
         if mode == "generate":
             answers = self._generate(texts, per_q, self.max_new_tokens)
         elif self.answer_format == "reason_first":
-            reasons = [critic.reason_of(a, "reason_first") for a in self._generate(texts, per_q, self.max_new_tokens)]
-            probs = self._label_probs([t + r + " " + critic.VERDICT for t, r in zip(texts, reasons)], per_q,
-                                      len(hra.DIMENSIONS))
+            reasons, probs = self._reason_then_label(texts, per_q)
         else:
             probs = self._label_probs(texts, per_q, len(hra.DIMENSIONS))
         for q in range(len(texts)):
@@ -179,6 +201,7 @@ def frame_loader(items: list[Item], frames: int, batch_size: int, workers: int =
     workers = min(workers, len(items))
     return torch.utils.data.DataLoader(_Frames(items, frames), batch_size=batch_size, collate_fn=_as_list,
                                        num_workers=workers, prefetch_factor=4 if workers > 1 else None,
+                                       worker_init_fn=train.worker_init if workers > 1 else None,
                                        multiprocessing_context="fork" if workers > 1 else None)
 
 
@@ -203,6 +226,7 @@ def score_sharded(items: list[Item], scorer: Scorer, out_url: str, mode: str, ba
                 for it, rating in zip(batch_items, scorer.rate(batch_items, frames, mode)):
                     lines.append(json.dumps(make_record(it, rating), sort_keys=True))
                 bar.update(len(batch))
+                faults.batch_done()
         except BaseException:
             # A worker's error (a bad video) leaves the iterator in a reference cycle; freed later by the garbage
             # collector, its queues can go first and each worker then waits out a 5 s join. Stop them now.

@@ -466,8 +466,12 @@ def _check(cfg: DictConfig) -> None:
         raise config.ConfigError(f"toy.size must be even (yuv420p) and at least 16, got {toy.size}")
     if toy.frames < 4:
         raise config.ConfigError(f"toy.frames must be at least 4 (motion needs frames), got {toy.frames}")
-    if min(toy.num_clips, toy.num_prompts, toy.num_real) < 0 or toy.fps <= 0:
-        raise config.ConfigError("toy.num_clips, toy.num_prompts and toy.num_real must be >= 0 and toy.fps > 0")
+    if min(toy.num_clips, toy.num_prompts, toy.num_eval_prompts, toy.num_real) < 0 or toy.fps <= 0:
+        raise config.ConfigError("toy.num_clips, toy.num_prompts, toy.num_eval_prompts and toy.num_real must be "
+                                 ">= 0 and toy.fps > 0")
+    if toy.num_eval_prompts and toy.num_prompts + toy.num_eval_prompts > len(all_scenes()):
+        raise config.ConfigError(f"toy.num_prompts + toy.num_eval_prompts must be at most {len(all_scenes())} "
+                                 "(the toy world's scenes) for the evaluation prompts to be held out")
     if not 0.0 <= cfg.split.test_fraction <= 1.0:
         raise config.ConfigError(f"split.test_fraction must be within [0, 1], got {cfg.split.test_fraction}")
 
@@ -479,8 +483,8 @@ def all_scenes() -> list[Scene]:
 
 
 def generate(cfg: DictConfig) -> dict:
-    """`lift data toy`: write the rated clips (manifest.jsonl, videos/), rollout prompts (prompts.jsonl) and
-    clean captioned clips (real/manifest.jsonl, real/videos/) under `cfg.out`; returns the marker's counts.
+    """`lift data toy`: write the rated clips (manifest.jsonl, videos/), rollout prompts (prompts.jsonl), held-out
+    prompts (eval_prompts.jsonl, from the other end of the same permutation) and clean captioned clips (real/manifest.jsonl, real/videos/) under `cfg.out`; returns the marker's counts.
 
     Clip i draws everything from a generator seeded by (seed, set, i), so the same seed gives the same bytes,
     and changing num_clips keeps the clips both runs share. Videos are written before the manifests that list them.
@@ -504,6 +508,8 @@ def generate(cfg: DictConfig) -> dict:
     prompts = [{"id": f"prompt-{i:05d}", "prompt": scenes[order[i % len(scenes)]].prompt}
                for i in range(toy.num_prompts)]
     storage.write_text(storage.join(out, "prompts.jsonl"), "".join(json.dumps(p) + "\n" for p in prompts))
+    held_out = [{"id": f"eval-{i:05d}", "prompt": scenes[order[-1 - i]].prompt} for i in range(toy.num_eval_prompts)]
+    storage.write_text(storage.join(out, "eval_prompts.jsonl"), "".join(json.dumps(p) + "\n" for p in held_out))
 
     real = []
     for i in logs.progress(range(toy.num_real), desc="real clips", unit="clip"):
@@ -519,4 +525,5 @@ def generate(cfg: DictConfig) -> dict:
     labels = {d: {label: sum(r.labels[d] == label for r in records) for label in hra.LABELS}
               for d in hra.DIMENSIONS}
     splits = {s: sum(r.split == s for r in records) for s in hra.SPLITS}
-    return {"records": len(records), **splits, "labels": labels, "prompts": len(prompts), "real": len(real)}
+    return {"records": len(records), **splits, "labels": labels, "prompts": len(prompts),
+            "eval_prompts": len(held_out), "real": len(real)}

@@ -10,6 +10,7 @@ resumed run continues with exactly the batches an uninterrupted run would have s
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import resource
@@ -146,20 +147,24 @@ def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     return {k: v / torch_dist.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
+def worker_init(_worker_id: int) -> None:
+    """Hide the objects a forked worker inherits from the garbage collector. Otherwise the worker's first full
+    collection (an S3 client's creation triggers one) walks the parent's ~0.5M objects, copying the memory pages
+    they live on: 0.46 CPU-s per worker, the largest part of the s3:// loaders' extra CPU in
+    benchmarks/video_loading.py. Objects are still freed by reference counting; only cycles among the inherited
+    ones are never collected in the worker."""
+    gc.freeze()
+
+
 def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, collate: Callable[[list], dict], cfg: TrainerConfig,
                 device: torch.device) -> DataLoader:
     """The training DataLoader: `cfg.num_workers` forked worker processes (none for a dataset of one batch)."""
     workers = cfg.num_workers if len(dataset) > cfg.batch_size else 0
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                      worker_init_fn=worker_init if workers else None,
                       # fork is safe with fsspec/s3fs: fsspec resets its event loop and instance cache after fork
                       multiprocessing_context="fork" if workers else None)
-
-
-def _fault_injection(step: int, rank: int) -> None:
-    """Crash tests: LIFT_FAULT_KILL_AT_STEP=N (and LIFT_FAULT_RANK, default 0) SIGKILLs that rank after step N,
-    in a torchrun job's first attempt only (lift/faults.py)."""
-    faults.kill_point(faults.KILL_AT_STEP, step)
 
 
 def fit(
@@ -184,6 +189,10 @@ def fit(
     resumed = ckpt.load(state)
     board = _Board(storage.join(out_url, "tensorboard"), runtime.is_main)
     loader = make_loader(dataset, sampler, collate, cfg, runtime.device)
+    # bf16 compute on GPU: FSDP2 casts through its MixedPrecisionPolicy; one process (or DDP) would otherwise train
+    # in fp32 (no tensor-core bf16, ~10x slower matmuls on an H100), so it gets autocast instead.
+    autocast = (runtime.device.type == "cuda" and cfg.mixed_precision == "bf16"
+                and not (runtime.distributed and cfg.fsdp))
     skipped, window, t0 = 0, [], time.time()
     bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")
     logs.event(log, "training", steps=steps, resumed_at=state.step if resumed else 0, examples=len(dataset),
@@ -207,7 +216,8 @@ def fit(
             # draws exactly what the uninterrupted run drew, with no RNG state to checkpoint.
             torch.manual_seed(cfg.seed * 1_000_003 + state.step * 1_009 + runtime.rank)
             for batch in group:
-                loss, extra = loss_fn(model, batch, state.step)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    loss, extra = loss_fn(model, batch, state.step)
                 nonfinite |= not bool(torch.isfinite(loss.detach()))
                 (loss / cfg.grad_accum).backward()
                 loss_sum += float(loss.detach()) / cfg.grad_accum
@@ -237,7 +247,7 @@ def fit(
             state.step += 1
             bar.update()
             ckpt.wait()  # an asynchronous checkpoint taken after the previous step is committed now
-            _fault_injection(state.step, runtime.rank)
+            faults.kill_point(faults.KILL_AT_STEP, state.step)  # crash tests: lift/faults.py
             window.append(loss_sum)
             if state.step % cfg.log_every == 0 or state.step == steps:
                 elapsed = time.time() - t0

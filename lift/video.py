@@ -1,10 +1,10 @@
 """Video files in and out, through PyAV and `lift.storage`, so every stage reads and writes mp4 the same way on
 file://, s3://, gs:// and memory:// URLs.
 
-Decoding reads objects of up to 64 MiB with one ranged GET into memory (no HEAD requests first: a third of the
-requests, and on S3 most of the per-video latency) and streams larger ones in ranges, never to local disk. Encoding writes
-H.264 (libx264, or MPEG-4 Part 2 where the PyAV build lacks it) in yuv420p through `storage.atomic_open`, so a
-reader never sees half a file. A video that cannot be used (missing, corrupt, truncated, without frames) raises
+Decoding reads an object of up to 64 MiB with one ranged GET into memory (no HEAD requests first: a third of the
+requests and half their latency) and streams larger ones in ranges, never to local disk. Encoding writes H.264
+(libx264, or MPEG-4 Part 2 where the PyAV build lacks it) in yuv420p through `storage.atomic_open`, so a reader
+never sees half a file. A video that cannot be used (missing, corrupt, truncated, without frames) raises
 `VideoError` naming its URL; storage failures (network, permissions) keep their own exception types.
 """
 
@@ -129,30 +129,58 @@ def _cover(height: int, width: int, size: int | tuple[int, int] | None) -> tuple
     return max(th, round(height * scale)), max(tw, round(width * scale)), th, tw
 
 
+def _decode_all(url: str, container, stream, num_frames: int | None) -> list:
+    """Every frame decoded and kept; the `num_frames` uniform picks (None: all) over the decoded count."""
+    decoded = list(container.decode(stream))  # YUV frames; RGB conversion (the costly part) happens later
+    if not decoded:
+        raise VideoError(f"{url}: no frames decoded (zero-frame or truncated video)")
+    if stream.frames and len(decoded) < stream.frames:
+        raise VideoError(f"{url}: truncated video: decoded {len(decoded)} of {stream.frames} frames")
+    return decoded if num_frames is None else [decoded[i] for i in uniform_indices(len(decoded), num_frames)]
+
+
+def _decode_sampled(url: str, container, stream, num_frames: int) -> list | None:
+    """The uniform picks over the count the container states, keeping only those frames while decoding (holding
+    every decoded frame cost ~5% more CPU per clip: benchmarks/video_loading.py). None when more frames decode
+    than the container states: the caller then samples over all of them, as `_decode_all` does."""
+    picked = uniform_indices(stream.frames, num_frames).tolist()
+    wanted, kept, total = set(picked), {}, 0
+    for frame in container.decode(stream):
+        if total in wanted:
+            kept[total] = frame
+        total += 1
+    if not total:
+        raise VideoError(f"{url}: no frames decoded (zero-frame or truncated video)")
+    if total < stream.frames:
+        raise VideoError(f"{url}: truncated video: decoded {total} of {stream.frames} frames")
+    return [kept[i] for i in picked] if total == stream.frames else None
+
+
 def read_video(url: str, num_frames: int | None = None, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """Decode a video into a uint8 tensor (T, H, W, C) of RGB frames.
 
     `num_frames` picks that many frames with `uniform_indices` over the decoded frame count (None: all frames);
     `size` (an int for square, or (height, width)) resizes to cover it and crops the centre, keeping the aspect.
-    Frames are decoded once and only the picked ones are converted to RGB.
+    Frames are decoded once and only the picked ones are kept and converted to RGB.
     """
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     with _open(url) as container:
         stream = container.streams.video[0]
-        decoded = list(container.decode(stream))  # YUV frames; RGB conversion (the costly part) happens below
-        if not decoded:
-            raise VideoError(f"{url}: no frames decoded (zero-frame or truncated video)")
-        if stream.frames and len(decoded) < stream.frames:
-            raise VideoError(f"{url}: truncated video: decoded {len(decoded)} of {stream.frames} frames")
-        picked = range(len(decoded)) if num_frames is None else uniform_indices(len(decoded), num_frames)
-        sh, sw, th, tw = _cover(decoded[0].height, decoded[0].width, size)
-        top, left = (sh - th) // 2, (sw - tw) // 2
-        out = np.empty((len(picked), th, tw, 3), dtype=np.uint8)
-        reformatter = VideoReformatter()  # one scaler context for every frame: 20x faster than one per frame
-        for i, index in enumerate(picked):
-            rgb = reformatter.reformat(decoded[index], sw, sh, "rgb24", interpolation="AREA").to_ndarray()
-            out[i] = rgb[top:top + th, left:left + tw]
+        if num_frames is not None and stream.frames:
+            chosen = _decode_sampled(url, container, stream, num_frames)
+        else:
+            chosen = _decode_all(url, container, stream, num_frames)
+    if chosen is None:  # the container undercounts its frames (rare): decode again, keeping them all
+        with _open(url) as container:
+            chosen = _decode_all(url, container, container.streams.video[0], num_frames)
+    sh, sw, th, tw = _cover(chosen[0].height, chosen[0].width, size)
+    top, left = (sh - th) // 2, (sw - tw) // 2
+    out = np.empty((len(chosen), th, tw, 3), dtype=np.uint8)
+    reformatter = VideoReformatter()  # one scaler context for every frame: 20x faster than one per frame
+    for i, frame in enumerate(chosen):
+        rgb = reformatter.reformat(frame, sw, sh, "rgb24", interpolation="AREA").to_ndarray()
+        out[i] = rgb[top:top + th, left:left + tw]
     return torch.from_numpy(out)
 
 

@@ -3,6 +3,7 @@ offline from configs and a seed, so tests and the toy world exercise the same lo
 as Qwen2.5-VL-7B, CogVideoX-2B and Wan2.1 do on a cluster.
 
     lift models tiny OUT_URL [--seed 0]   ->  OUT_URL/critic, OUT_URL/cogvideox, OUT_URL/wan, OUT_URL/_SUCCESS
+    lift models toy OUT_URL               ->  OUT_URL/critic-toy, OUT_URL/cogvideox-toy (shipped, toy-pretrained)
 
 critic     Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration) with its processor: a byte-level BPE tokenizer trained on
            the LiFT questions, toy prompts, labels and reasons, Qwen's special tokens and chat template, image and
@@ -286,9 +287,51 @@ def write_tiny(out_url: str, seed: int = 0) -> None:
     logs.event(log, "models tiny: done", out=out_url, **counts)
 
 
+# --- the toy-pretrained models shipped with lift ---------------------------------------------------------------
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+"""Made by scripts/make-toy-pretrained.py from the tiny zoo (~40 CPU minutes), so the first `lift pipeline`
+trains neither from random weights: `critic-toy` (the zoo critic pretrained on toy clips and their captions, then
+taught to rate on a toy world of its own, as LiFT's critic starts from a pretrained VLM) and `cogvideox-toy` (a toy
+base text-to-video pipeline, `lift base`)."""
+PROVENANCE = "pretrained.json"  # in each shipped folder: its zoo, the script's arguments, counts, marker fields
+TOY_MODELS = ("critic-toy", "cogvideox-toy")
+
+
+def write_toy(out_url: str, seed: int = 0, source: str = PRETRAINED) -> None:
+    """Copy the toy-pretrained models shipped in `source` to OUT_URL/critic-toy and OUT_URL/cogvideox-toy, each
+    sealed with `_SUCCESS` (a hash of its provenance); a folder sealed with the same hash is left as it is.
+
+    They were trained from the zoo of `seed` and this SPEC: another seed, or a SPEC changed since, is an error
+    that says how to make them again.
+    """
+    for name in TOY_MODELS:
+        src = os.path.join(source, name)
+        provenance = os.path.join(src, PROVENANCE)
+        if not os.path.isfile(provenance):
+            raise FileNotFoundError(f"{provenance}: the shipped toy model is missing; make it with "
+                                    "scripts/make-toy-pretrained.py")
+        with open(provenance) as f:
+            made = json.load(f)
+        if made["zoo_seed"] != seed or made["zoo_spec_hash"] != spec_hash(seed):
+            raise ValueError(f"{provenance}: made from the zoo of seed {made['zoo_seed']} and spec hash "
+                             f"{made['zoo_spec_hash']}, not seed {seed} and {spec_hash(seed)}; make it again with "
+                             "scripts/make-toy-pretrained.py")
+        url = storage.join(out_url, name)
+        digest = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
+        if storage.is_complete(url, digest):
+            logs.event(log, f"models toy: {name} already complete, skipping", out=url, config_hash=digest)
+            continue
+        models.save_folder(src, url)
+        storage.write_marker(url, "models-toy", digest, made.get("counts", {}), **made.get("marker", {}))
+        logs.event(log, f"models toy: {name} done", out=url)
+
+
 
 # --- a tiny critic that has seen the toy world: pretrained on toy scenes and their captions -------------------
-CAPTION_QUESTION = "Describe the video."
+CAPTION_QUESTION = ("Please describe this video: the subject, its color, shape and number, how it moves, the "
+                    "background, and any visual effects.")
+"""Asked after a toy prompt that is the clip's own or another, so that the model learns to say what it sees, not
+what the text before says, and to look back at the video from as far as the LiFT questions ask from."""
 _ATTRIBUTES = ("colour", "shape", "count", "direction", "background")
 
 
@@ -312,13 +355,31 @@ def _effect_names(dimension: str) -> list[str]:
     return ["none"] + [d.name for d in toy.DEFECTS if d.dimension == dimension]
 
 
+_RGB_TO_YUV = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+def _as_stored(frames):
+    """uint8 frames (T, H, W, 3) as the stages read them back from mp4: colour at half resolution (yuv420p, BT.601),
+    so rendered clips look like the decoded ones (shape edges get the same colour fringes); within about a quarter
+    of a level of what `write_video` + `read_video` give."""
+    import numpy as np
+
+    matrix = np.asarray(_RGB_TO_YUV)
+    yuv = frames.astype(np.float64) @ matrix.T
+    t, h, w, _ = yuv.shape
+    chroma = yuv[:, :h - h % 2, :w - w % 2, 1:].reshape(t, h // 2, 2, w // 2, 2, 2).mean(axis=(2, 4))
+    yuv[:, :h - h % 2, :w - w % 2, 1:] = chroma.repeat(2, axis=1).repeat(2, axis=2)
+    return np.clip(np.rint(yuv @ np.linalg.inv(matrix).T), 0, 255).astype(np.uint8)
+
+
 class _Captions(torch.utils.data.Dataset):
     """Toy clips rendered on the fly with their captions; clip i is a pure function of (seed, i). Frames are
     picked from the clip as `lift.video.read_video` picks them from a file.
 
     The caption is the scene's prompt; with `effects`, each clip also has, with probability 1/2 each, one motion
     and one fidelity effect of the toy world at a strength drawn uniformly from half its Normal strength to its
-    Bad strength, and the caption names it (EFFECTS). Items: (frames TCHW uint8, caption, scene, effect names).
+    Bad strength, and the caption names it (EFFECTS). Items: (frames TCHW uint8, caption, scene, effect names,
+    a prompt to show before the question: the clip's own or, half the time, another scene's).
     """
 
     def __init__(self, count: int, seed: int, frames: int, clip_frames: int, size: int, effects: bool = False):
@@ -349,9 +410,10 @@ class _Captions(torch.utils.data.Dataset):
             names[dimension] = defect.name
             words.append(EFFECTS[defect.name].format(tint=tint))
         clip = toy.render(scene, faults, rng, self.clip_frames, self.size)
-        clip = clip[video.uniform_indices(self.clip_frames, self.frames)]
+        clip = _as_stored(clip[video.uniform_indices(self.clip_frames, self.frames)])
         caption = " ".join([scene.prompt + ("." if words else ""), *words])
-        return torch.from_numpy(clip).permute(0, 3, 1, 2), caption, scene, names
+        context = scene.prompt if rng.random() < 0.5 else toy.Scene.sample(rng).prompt
+        return torch.from_numpy(clip).permute(0, 3, 1, 2), caption, scene, names, context
 
 
 class _SceneCollate:
@@ -363,9 +425,9 @@ class _SceneCollate:
 
     def __call__(self, items: list) -> dict:
         enc = self.processor.video_processor(videos=[item[0] for item in items], return_tensors="pt")
-        targets = [[self.values[a].index(getattr(scene, a)) for a in _ATTRIBUTES] for _, _, scene, _ in items]
+        targets = [[self.values[a].index(getattr(item[2], a)) for a in _ATTRIBUTES] for item in items]
         if self.effects:
-            for row, (*_, names) in zip(targets, items):
+            for row, (*_, names, _) in zip(targets, items):
                 row += [_effect_names(d).index(names[d]) for d in ("motion", "fidelity")]
         return {"pixel_values_videos": enc["pixel_values_videos"], "video_grid_thw": enc["video_grid_thw"],
                 "targets": torch.tensor(targets)}
@@ -381,7 +443,8 @@ class _CaptionCollate:
         from lift import critic
 
         texts = [self.processor.apply_chat_template(
-            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": CAPTION_QUESTION}]},
+            [{"role": "user", "content": [{"type": "video"},
+                                          {"type": "text", "text": f"{item[4]} {CAPTION_QUESTION}"}]},
              {"role": "assistant", "content": [{"type": "text", "text": item[1]}]}], tokenize=False)
             for item in items]
         enc = critic.encode(self.processor, texts, [item[0] for item in items], self.fps)
@@ -422,7 +485,7 @@ def _fit(params, loss_of, loader, steps: int, lr: float, what: str, start: float
     return last
 
 
-def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 600, caption_steps: int = 300,
+def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 1000, caption_steps: int = 500,
                     scene_lr: float = 3e-3, caption_lr: float = 1e-3, batch_size: int = 32, frames: int = 4,
                     clip_frames: int = 16, clip_fps: float = 8.0, size: int = 32, effects: bool = True,
                     seed: int = 0, num_workers: int = 1) -> dict:

@@ -82,6 +82,24 @@ def test_run_stage_seals_skips_and_reruns(root_url):
     assert len(CALLS) == 3 and storage.read_marker(cfg.out)["config_hash"] == config.config_hash(changed)
 
 
+def test_a_stage_reruns_when_a_sealed_input_was_rebuilt(root_url):
+    CALLS.clear()
+    target = f"{__name__}:fake_stage"
+    cfg = config.load("score", None, [f"out={root_url}/scores", f"rollouts={root_url}/rollouts",
+                                      f"critic={root_url}/critic/model"])
+    storage.write_marker(f"{root_url}/rollouts", "generate", "first")
+    cli.run_stage("score", target, cfg)
+    assert storage.read_marker(cfg.out)["inputs"]["rollouts"].startswith("first@")
+    assert "critic" not in storage.read_marker(cfg.out)["inputs"], "an unsealed folder is no sealed input"
+    cli.run_stage("score", target, cfg)
+    assert len(CALLS) == 1
+    storage.write_marker(f"{root_url}/rollouts", "generate", "second")  # new rollouts need new scores
+    cli.run_stage("score", target, cfg)
+    assert len(CALLS) == 2 and storage.read_marker(cfg.out)["inputs"]["rollouts"].startswith("second@")
+    evaluate = config.load("evaluate", None, [f"out={root_url}/eval", f"prompts={root_url}/rollouts/prompts.jsonl"])
+    assert cli.sealed_inputs(evaluate)["prompts"].startswith("second@"), "a file's folder is its sealed input"
+
+
 def test_failed_stage_leaves_no_marker(root_url):
     cfg = config.load("score", None, [f"out={root_url}/scores"])
     with pytest.raises(RuntimeError, match="boom"):

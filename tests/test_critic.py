@@ -103,7 +103,9 @@ def test_frames_keep_their_order_in_time(zoo_dir):
 
 
 def _critic_run(run_url: str, zoo_dir: str, *extra: str, nproc: int = 2, env: dict | None = None):
-    args = ["critic", f"run={run_url}", f"model.name_or_path={zoo_dir}/critic", f"data={run_url}/data", *TRAIN, *extra]
+    # LiFT's recipe (LoRA, frozen vision tower), not the toy default (full fine-tuning): merge and freezing are tested
+    args = ["critic", f"run={run_url}", f"model.name_or_path={zoo_dir}/critic", f"data={run_url}/data", *TRAIN,
+            "lora.enabled=true", "model.freeze_vision=true", *extra]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "lift", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
@@ -196,3 +198,26 @@ def test_critic_eval_writes_table(trained_critic, toy_data, tmp_path):
     for d in hra.DIMENSIONS:
         assert sum(sum(row.values()) for row in result["confusion"][d].values()) == len(tests)
     assert "| **this critic** |" in storage.read_text(f"{tmp_path}/eval/accuracy.md")
+
+
+@pytest.mark.slow
+def test_reason_first_labels_read_from_the_decoding_match_a_second_pass(toy_data, tmp_path):
+    """Logits mode of a reason-first critic reads P(label) at the decoding step after "Verdict:"; it must equal
+    one forward over prompt + reason + " Verdict:", the reading it replaces (and keeps for answers cut short)."""
+    from lift import video, zoo
+
+    zoo.write_toy(str(tmp_path))  # the shipped critic start: rating-trained, answers reason first
+    scorer = score.Scorer(f"{tmp_path}/critic-toy", torch.device("cpu"), max_new_tokens=96)
+    assert scorer.answer_format == "reason_first"
+    items = score.read_items(f"{toy_data}/manifest.jsonl")[:4]
+    texts = scorer._prompts(items)
+    frames = [video.read_video(it.url, scorer.frames).permute(0, 3, 1, 2) for it in items for _ in hra.DIMENSIONS]
+    with torch.inference_mode():
+        reasons, fast = scorer._reason_then_label(texts, frames)
+        second_pass = scorer._label_probs([t + r + " " + critic.VERDICT for t, r in zip(texts, reasons)], frames)
+        assert torch.allclose(fast, second_pass, atol=1e-4), (fast, second_pass)
+        assert all(reasons), "every answer states a reason before its verdict"
+        scorer.max_new_tokens = 3  # every answer is cut before its verdict: the second pass is taken
+        cut, fallback = scorer._reason_then_label(texts, frames)
+        expected = scorer._label_probs([t + r + " " + critic.VERDICT for t, r in zip(texts, cut)], frames)
+        assert torch.equal(fallback, expected)

@@ -22,7 +22,7 @@ def evaluated_run(zoo_dir: str, tmp_path_factory) -> str:
     session and shared with test_report."""
     if zoo_dir not in _RUNS:
         run = str(tmp_path_factory.mktemp("evaluated") / "run")
-        storage.write_text(f"{run}/data/prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
+        storage.write_text(f"{run}/data/eval_prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
         cli.run_stage("evaluate", cli.STAGES["evaluate"], _tiny_cfg(run, zoo_dir))
         _RUNS[zoo_dir] = run
     return _RUNS[zoo_dir]

@@ -7,15 +7,13 @@ import pytest
 from lift import cli, config, storage
 
 REDUCED = [
-    "data.toy.num_clips=24", "data.toy.num_prompts=2", "data.toy.num_real=4",
-    "base.vae.max_steps=2", "base.vae.batch_size=2", "base.vae.num_workers=0",
-    "base.transformer.max_steps=2", "base.transformer.batch_size=2", "base.transformer.num_workers=0",
+    "data.toy.num_clips=24", "data.toy.num_prompts=2", "data.toy.num_eval_prompts=2", "data.toy.num_real=4",
     "critic.trainer.max_steps=2", "critic.trainer.batch_size=2", "critic.trainer.num_workers=0",
-    "critic.lora.r=4", "critic.lora.alpha=8",
     "generate.videos_per_prompt=2", "generate.sampling.steps=2",
     "align.trainer.max_steps=2", "align.trainer.batch_size=2", "align.trainer.num_workers=0",
     "align.trainer.warmup_steps=1",
     "evaluate.videos_per_prompt=1", "evaluate.sampling.steps=2",
+    "critic_eval.max_new_tokens=8", "score.max_new_tokens=8", "evaluate.max_new_tokens=8",
 ]
 
 
@@ -29,6 +27,9 @@ def test_reduced_pipeline_over_s3_and_rerun_skips(s3_url, tmp_path, monkeypatch,
         marker = storage.read_marker(config.section(cfg, stage).out)
         assert marker is not None and marker["config_hash"] == config.config_hash(config.section(cfg, stage)), stage
     assert storage.is_complete(f"{s3_url}/models")
+    assert storage.read_marker(f"{s3_url}/base")["counts"] == {"trained": 0}, "the shipped toy base, as it is"
+    assert storage.read_bytes(f"{s3_url}/base/transformer/diffusion_pytorch_model.safetensors") == storage.read_bytes(
+        f"{s3_url}/models/cogvideox-toy/transformer/diffusion_pytorch_model.safetensors")
     assert storage.exists(f"{s3_url}/config.yaml")
     assert storage.is_complete(f"{s3_url}/align/model")
     capsys.readouterr()

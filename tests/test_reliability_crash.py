@@ -1,11 +1,15 @@
 """Crash and resume (docs/RELIABILITY.md): one rank SIGKILLed mid-stage under `torchrun --max-restarts 1`, as the
 PyTorchJob and TorchX runs start stages, and the restarted job finishes by itself with the result of an
-uninterrupted run; checkpoints and parts cut off mid-write are never taken as complete."""
+uninterrupted run; checkpoints and parts cut off mid-write are never taken as complete.
+
+Where each stage is killed (which rank, after which step, batch or part) is drawn at random from SEED; set
+LIFT_KILL_SEED to draw other points."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -20,13 +24,41 @@ from test_critic import _copy_data
 from lift import cli, config, faults, score, storage
 from lift.checkpoint import Checkpointer, TrainState
 
-KILL_RANK_1 = {"LIFT_FAULT_RANK": "1"}
+SEED = int(os.environ.get("LIFT_KILL_SEED", "2026"))
+RANKS = 2  # torchrun workers of every crash test
 
 
-def _survived(proc, kills: int = 1) -> None:
-    """The job exited 0 after exactly `kills` injected SIGKILLs and a restart."""
+def _kill_point(stage: str, points: list[tuple[str, int]]) -> dict[str, str]:
+    """The environment that SIGKILLs a random rank at a random one of `points` (hook variable, count), seeded."""
+    rng = random.Random(f"{SEED}/{stage}")
+    hook, count = rng.choice(points)
+    env = {hook: str(count), faults.RANK: str(rng.randrange(RANKS))}
+    print(f"{stage}: SIGKILL of rank {env[faults.RANK]} at {hook}={count}")  # docs/RELIABILITY.md
+    return env
+
+
+def _sharded_points(batches: int, parts: int) -> list[tuple[str, int]]:
+    """Every kill point of a rank that scores or renders `batches` batches into `parts` parts."""
+    return ([(faults.KILL_AFTER_BATCHES, n) for n in range(1, batches + 1)]
+            + [(faults.KILL_AFTER_PARTS, n) for n in range(1, parts + 1)])
+
+
+def _survived(proc, kill: dict[str, str]) -> None:
+    """The job exited 0 after exactly the one injected SIGKILL and a restart."""
     assert proc.returncode == 0, proc.stderr[-5000:]
-    assert proc.stderr.count("fault injection: SIGKILL on rank 1") == kills, proc.stderr[-5000:]
+    [(hook, count)] = [(k, v) for k, v in kill.items() if k != faults.RANK]
+    line = f"fault injection: SIGKILL on rank {kill[faults.RANK]} at {hook}={count}"
+    assert proc.stderr.count(line) == 1 and proc.stderr.count("fault injection:") == 1, proc.stderr[-5000:]
+
+
+def _resumed_from_newest_checkpoint(stderr: str, kill: dict[str, str], every: int = 2) -> None:
+    """The restart resumed from the newest checkpoint complete at the kill: the one of the last multiple of `every`
+    before the killed step (the checkpoint of the killed step itself is taken after the kill point)."""
+    newest = (int(kill[faults.KILL_AT_STEP]) - 1) // every * every
+    if newest:
+        assert f"resumed from checkpoint step={newest} " in stderr, stderr[-5000:]
+    else:
+        assert "resumed from checkpoint" not in stderr, "no checkpoint was complete: the restart starts afresh"
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -45,16 +77,17 @@ def test_critic_sigkill_at_a_step_restarts_and_ends_with_identical_weights(zoo_d
     from safetensors.torch import load_file
 
     def args(run: str) -> list[str]:
-        return ["critic", f"run={run}", f"model.name_or_path={zoo_dir}/critic", f"data={run}/data", *CRITIC_TRAIN]
+        return ["critic", f"run={run}", f"model.name_or_path={zoo_dir}/critic", f"data={run}/data", *CRITIC_TRAIN,
+                "lora.enabled=true", "model.freeze_vision=true"]  # LiFT's recipe: LoRA, frozen vision tower
 
     for name in ("clean", "crash"):
         _copy_data(toy_data, str(tmp_path / name))
     clean = torchrun_lift(*args(str(tmp_path / "clean")))
     assert clean.returncode == 0, clean.stderr[-5000:]
-    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1,
-                          env={faults.KILL_AT_STEP: "3", **KILL_RANK_1})
-    _survived(crash)
-    assert "resumed from checkpoint step=2" in crash.stderr, "the restart resumes from the newest complete checkpoint"
+    kill = _kill_point("critic", [(faults.KILL_AT_STEP, step) for step in range(1, 5)])  # 4 steps
+    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1, env=kill)
+    _survived(crash, kill)
+    _resumed_from_newest_checkpoint(crash.stderr, kill)
     a = load_file(str(tmp_path / "clean/critic/model/model.safetensors"))
     b = load_file(str(tmp_path / "crash/critic/model/model.safetensors"))
     print(f"critic: max abs diff after a SIGKILL and restart: {_max_diff(a, b)}")  # docs/RELIABILITY.md
@@ -84,10 +117,11 @@ def test_align_sigkill_at_a_step_restarts_and_ends_with_identical_weights(align_
         _copy_inputs(align_inputs, str(tmp_path / name))
     clean = torchrun_lift(*args(str(tmp_path / "clean")))
     assert clean.returncode == 0, clean.stderr[-5000:]
-    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1,
-                          env={faults.KILL_AT_STEP: "3", **KILL_RANK_1})
-    _survived(crash)
-    assert "resumed from checkpoint step=2" in crash.stderr
+    kill = _kill_point("align", [(faults.KILL_AT_STEP, step) for step in range(1, 5)])  # 4 steps
+    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1, env=kill)
+    _survived(crash, kill)
+    _resumed_from_newest_checkpoint(crash.stderr, kill)
+    assert storage.read_marker(str(tmp_path / "crash/align"))["counts"]["steps"] == 4
     a, b = _transformer(str(tmp_path / "clean/align/model")), _transformer(str(tmp_path / "crash/align/model"))
     print(f"align: max abs diff after a SIGKILL and restart: {_max_diff(a, b)}")  # docs/RELIABILITY.md
     assert _max_diff(a, b) <= 1e-6
@@ -117,37 +151,38 @@ def _committed_once(out: str, merged: str, expected_ids: list[str]) -> list[dict
 
 
 @pytest.mark.slow
-def test_generate_sigkill_after_a_part_restarts_with_identical_rollouts(zoo_dir, tmp_path, torchrun_lift):
+def test_generate_sigkill_at_a_batch_or_part_restarts_with_identical_rollouts(zoo_dir, tmp_path, torchrun_lift):
     from test_align import PROMPTS
 
     storage.write_text(f"{tmp_path}/prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
 
     def overrides(out: str) -> list[str]:
         return [f"prompts={tmp_path}/prompts.jsonl", f"out={out}", f"model.name_or_path={zoo_dir}/cogvideox",
-                "videos_per_prompt=2", "num_shards=4", *SAMPLING]
+                "videos_per_prompt=2", "num_shards=2", *SAMPLING, "batch_size=1"]
 
     _in_process("generate", overrides(f"{tmp_path}/clean"))
-    crash = torchrun_lift("generate", *overrides(f"{tmp_path}/crash"), max_restarts=1,
-                          env={faults.KILL_AFTER_PARTS: "1", **KILL_RANK_1})
-    _survived(crash)
+    kill = _kill_point("generate", _sharded_points(batches=2, parts=1))  # per rank: 1 shard of 2 videos
+    crash = torchrun_lift("generate", *overrides(f"{tmp_path}/crash"), max_restarts=1, env=kill)
+    _survived(crash, kill)
     ids = [f"{p['id']}-{k:03d}" for p in PROMPTS for k in range(2)]
     records = _committed_once(f"{tmp_path}/crash", "manifest.jsonl", ids)
     clean, crashed = (storage.read_bytes(f"{tmp_path}/{r}/manifest.jsonl") for r in ("clean", "crash"))
     assert crashed == clean
     for r in records:
-        assert storage.read_bytes(f"{tmp_path}/crash/{r['video']}") == storage.read_bytes(f"{tmp_path}/clean/{r['video']}")
+        clean_video, crash_video = (storage.read_bytes(f"{tmp_path}/{run}/{r['video']}") for run in ("clean", "crash"))
+        assert crash_video == clean_video
     assert _files(f"{tmp_path}/crash") == _files(f"{tmp_path}/clean"), "no leftovers of the killed attempt"
 
 
 @pytest.mark.slow
-def test_score_sigkill_after_a_part_restarts_with_identical_scores(zoo_dir, toy_data, tmp_path, torchrun_lift):
+def test_score_sigkill_at_a_batch_or_part_restarts_with_identical_scores(zoo_dir, toy_data, tmp_path, torchrun_lift):
     def overrides(out: str) -> list[str]:
         return [f"rollouts={toy_data}", f"critic={zoo_dir}/critic", f"out={out}", "num_shards=4", "batch_size=3"]
 
     _in_process("score", overrides(f"{tmp_path}/clean"))
-    crash = torchrun_lift("score", *overrides(f"{tmp_path}/crash"), max_restarts=1,
-                          env={faults.KILL_AFTER_PARTS: "1", **KILL_RANK_1})
-    _survived(crash)
+    kill = _kill_point("score", _sharded_points(batches=4, parts=2))  # per rank: 2 shards of 6 videos, batches of 3
+    crash = torchrun_lift("score", *overrides(f"{tmp_path}/crash"), max_restarts=1, env=kill)
+    _survived(crash, kill)
     ids = [json.loads(x)["id"] for x in storage.read_text(f"{toy_data}/manifest.jsonl").splitlines()]
     _committed_once(f"{tmp_path}/crash", score.SCORES, ids)
     clean, crashed = (storage.read_bytes(f"{tmp_path}/{r}/{score.SCORES}") for r in ("clean", "crash"))
@@ -225,11 +260,13 @@ def test_kill_hooks_fire_only_in_the_first_attempt(monkeypatch):
     killed = []
     monkeypatch.setattr(os, "kill", lambda pid, sig: killed.append(sig))
     monkeypatch.setenv(faults.KILL_AFTER_PARTS, "2")
-    monkeypatch.setenv("LIFT_FAULT_RANK", "1")
+    monkeypatch.setenv(faults.RANK, "1")
     monkeypatch.setenv("RANK", "1")
-    monkeypatch.setattr(faults, "_parts_committed", 0)
+    monkeypatch.setattr(faults, "_reached", {})
     faults.part_committed()
-    assert killed == []
+    faults.batch_done()
+    faults.batch_done()
+    assert killed == [], "batches are counted apart from parts"
     faults.part_committed()
     assert killed == [signal.SIGKILL]
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")

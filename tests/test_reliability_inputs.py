@@ -5,7 +5,6 @@ clear reason that names the file and line, the key or the URL, and leaves everyt
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -15,13 +14,14 @@ from pathlib import Path
 from typing import Callable
 
 import av
+import numpy as np
 import pytest
 from test_align import SAMPLING, _write_rollouts, _write_scores
 from test_align import TRAIN as ALIGN_TRAIN
 from test_critic import TRAIN as CRITIC_TRAIN
 from test_release import canonical_release, entry, write_videos
 
-from lift import cli, critic, hra, score, storage, video
+from lift import cli, config, critic, hra, score, storage, video
 
 # --------------------------------------------------------------------------------------------------- the world
 
@@ -124,13 +124,25 @@ def _reason(err: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- bad inputs
-def _mp4(frames: int) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
+def _encode(path: Path, frames: int, fmt: str = "mp4") -> None:
+    """`frames` frames of noise, as FFmpeg writes them; an mp4 gets its index first, as downloaded videos have it."""
+    options = {"movflags": "faststart"} if fmt == "mp4" else {}
+    with av.open(str(path), mode="w", format=fmt, options=options) as container:
         stream = container.add_stream(video.encoder(), rate=8)
         stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
         container.start_encoding()
-    return buf.getvalue()
+        for i in range(frames):
+            noise = np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(noise, format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def _truncated(path: Path) -> None:
+    """A 16-frame mp4 with its index first, cut 3,000 bytes short: it opens, and decoding finds frames missing."""
+    _encode(path, 16)
+    path.write_bytes(path.read_bytes()[:-3000])
 
 
 def _line(path: Path, n: int, text: str) -> None:
@@ -150,13 +162,15 @@ def _edit_record(path: Path, n: int, **changes) -> None:
     _line(path, n, json.dumps(rec))
 
 
-def _forged_checkpoint(w: World, **fingerprint) -> None:
-    """A committed checkpoint whose marker records another run's fingerprint (its shards are never read)."""
-    base = {"base": f"{w.zoo}/critic", "lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.05,
-            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
-            "answer_format": "label_first", "freeze_vision": True}
+def _forged_checkpoint(w: World, *argv: str, **changes) -> list[str]:
+    """The data, and a committed checkpoint whose marker records the fingerprint of `lift critic ARGV` with `changes`
+    (its shards are never read); returns that command line."""
+    w.data()
+    argv = w.critic(*argv)
+    own = critic.fingerprint(config.load("critic", None, argv[1:]))
     storage.write_marker(str(w.root / "critic/checkpoints/step-00000002"), "checkpoint", "", {"step": 2},
-                         fingerprint={**base, **fingerprint})
+                         fingerprint={**own, **changes})
+    return argv
 
 
 @dataclass
@@ -249,8 +263,10 @@ CASES = [
     # videos (decoded by `lift score`; the same reader serves critic, critic-eval, align and evaluate)
     _video_case("video-corrupt", lambda p: p.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(range(256)) * 8),
                 ["cannot decode video"]),
-    _video_case("video-truncated", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), ["video"]),
-    _video_case("video-zero-frames", lambda p: p.write_bytes(_mp4(0)), ["no video stream"]),
+    _video_case("video-truncated", _truncated, ["cannot decode video"]),
+    _video_case("video-zero-frames", lambda p: _encode(p, 0), ["no video stream"]),  # FFmpeg drops the empty track
+    _video_case("video-zero-frames-in-stream", lambda p: _encode(p, 0, "avi"),
+                ["no frames decoded (zero-frame or truncated video)"]),
     _video_case("video-empty-file", lambda p: p.write_bytes(b""), ["empty file"]),
     _video_case("video-missing", lambda p: p.unlink(), ["no such file or object"]),
     _manifest_case("manifest-video-missing", lambda m: (m.parent / "videos/000002.mp4").unlink(),
@@ -280,7 +296,8 @@ CASES = [
         ["{root}/clips/manifest.jsonl:2: path '../secret.mp4' must be relative and stay inside {root}/clips"]),
     Bad("align-rollout-absolute-path", _rollout_video("/etc/passwd"),
         ["{root}/rollouts/manifest.jsonl:2: path '/etc/passwd' must be relative"]),
-    Bad("scores-invalid-json", _scores_line(3, '{"id": "p1-000", "reward": '), ["{root}/scores/scores.jsonl:3: invalid JSON"]),
+    Bad("scores-invalid-json", _scores_line(3, '{"id": "p1-000", "reward": '),
+        ["{root}/scores/scores.jsonl:3: invalid JSON"]),
     Bad("scores-nan-reward", _scores_line(2, '{"id": "p0-001", "reward": NaN}'),
         ["{root}/scores/scores.jsonl:2: a score needs an 'id' and a 'reward' that is a finite number or null"]),
     Bad("scores-missing-rollout", _scores_line(4, ""), ["{root}/scores: no score for 1 rollouts, e.g. ['p1-001']"]),
@@ -294,10 +311,12 @@ CASES = [
         ["{root}/prompts.jsonl:1: prompt id '../../x' cannot name a file"]),
     # the LiFT-HRA release (data import)
     Bad("release-empty", _release("[]"), ["{root}/release.json: empty release, no entries"]),
-    Bad("release-invalid-json", _release('[{"video": "videos/a.mp4",\n'), ["{root}/release.json: line 2: invalid JSON"]),
+    Bad("release-invalid-json", _release('[{"video": "videos/a.mp4",\n'),
+        ["{root}/release.json: line 2: invalid JSON"]),
     Bad("release-unknown-label", _release(_unknown_label_release()),
         ["{root}/release.json[4]: unparsable answer (expected '<Good|Normal|Bad>. <reason>'): 'Excellent. Looks"]),
-    Bad("release-video-missing", _release(canonical_release(3) + [entry("clip9", "a cat", d, "Good.") for d in hra.DIMENSIONS]),
+    Bad("release-video-missing",
+        _release(canonical_release(3) + [entry("clip9", "a cat", d, "Good.") for d in hra.DIMENSIONS]),
         ["{root}/release.json[9]: video 'videos/clip9.mp4' not found in {root}/videos"]),
     # configuration
     Bad("config-unknown-key", lambda w: ["align", "trainer.lrr=1e-5"],
@@ -309,21 +328,21 @@ CASES = [
         ["{root}/c.yaml, line 1: bad value for 'batch_size'"], code=2),
     Bad("config-invalid-choice", lambda w: ["score", "mode=guess"],
         ["bad value for 'mode'", "'logits', 'generate'"], code=2),
-    Bad("config-invalid-yaml", _config_file("run: ./x\nlabel_scores: {Good: 1\n"), ["{root}/c.yaml, line 3: invalid YAML"],
-        code=2),
+    Bad("config-invalid-yaml", _config_file("run: ./x\nlabel_scores: {Good: 1\n"),
+        ["{root}/c.yaml, line 3: invalid YAML"], code=2),
     Bad("config-file-missing", lambda w: ["score", "--config", f"{w.root}/absent.yaml"],
         ["{root}/absent.yaml: no such file or object"]),
     Bad("config-label-scores-keys", lambda w: (w.clips(), w.score("label_scores.Great=1.0"))[1],
         ["config key 'label_scores' must have exactly the keys ['Good', 'Normal', 'Bad']"]),
     Bad("env-bad-retry-setting", lambda w: ["score", "rollouts=s3://b/r", "critic=s3://b/c", f"out={w.root}/o"],
-        ["environment variable LIFT_S3_MAX_ATTEMPTS='many' is not a valid integer"], env={"LIFT_S3_MAX_ATTEMPTS": "many"}),
+        ["environment variable LIFT_S3_MAX_ATTEMPTS='many' is not a valid integer"],
+        env={"LIFT_S3_MAX_ATTEMPTS": "many"}),
     # resuming
-    Bad("checkpoint-of-another-model", lambda w: (w.data(), _forged_checkpoint(w, base="Qwen/Qwen2.5-VL-7B-Instruct"),
-                                                  w.critic())[2],
+    Bad("checkpoint-of-another-model", lambda w: _forged_checkpoint(w, base="Qwen/Qwen2.5-VL-7B-Instruct"),
         ["{root}/critic/checkpoints/step-00000002: checkpoint is incompatible with this run: 'base' was "
          "'Qwen/Qwen2.5-VL-7B-Instruct', now '{zoo}/critic'"]),
-    Bad("resume-with-incompatible-config", lambda w: (w.data(), _forged_checkpoint(w, answer_format="reason_first"),
-                                                      w.critic())[2],
+    Bad("resume-with-incompatible-config",
+        lambda w: _forged_checkpoint(w, "model.answer_format=label_first", answer_format="reason_first"),
         ["checkpoint is incompatible with this run: 'answer_format' was 'reason_first', now 'label_first'"]),
     Bad("parts-of-another-world-size", _stale_shards,
         ["{root}/scores-out/part-00000-of-00002.jsonl: written with 2 shards, this run uses 1"]),
@@ -364,7 +383,8 @@ STORE_CASES = {
                              "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", "{endpoint}"]),
     "unreachable-endpoint": (lambda run, w: ["data", "toy", f"s3://lift-test/{run}/data"],
                              {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
-                             ["s3://lift-test/{run}/data/_SUCCESS: cannot reach the object store at http://127.0.0.1:9"]),
+                             ["s3://lift-test/{run}/data/_SUCCESS: cannot reach the object store at "
+                              "http://127.0.0.1:9"]),
 }
 
 

@@ -19,9 +19,10 @@ from lift import cli, config, launch, models, storage
 
 ROOT = Path(__file__).resolve().parent.parent
 # Secret-looking values: the shape of real AWS credentials, unique enough that any hit is a leak.
+KEY_ID = "AKIALIFTLEAKCANARYKEYID"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY-lift-leak-canary-SECRET"
 TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJH-lift-leak-canary-TOKEN"
-CANARIES = {"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN}
+CANARIES = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN}
 
 
 def _leaks(text: str) -> list[str]:
@@ -40,7 +41,7 @@ def test_credentials_never_reach_logs_configs_markers_reports_or_job_specs(s3_en
                                                                            monkeypatch, capsys):
     """Stages on S3 (the loopback endpoint accepts these credentials) with debug logging, a failing command, the
     report, `lift submit --dry-run`, the TorchX Kubernetes dry run and the Helm chart, all with secret-looking
-    AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN set; every output is searched for them."""
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN set; every output is searched for them."""
     import s3fs
 
     run = f"s3://lift-test/{uuid.uuid4().hex[:12]}/run"

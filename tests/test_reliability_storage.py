@@ -63,10 +63,9 @@ def _failed(proxy: FaultProxy) -> int:
 
 
 def _assert_survived(proxy: FaultProxy, err: str) -> None:
-    """Faults were injected at about the configured rate, and the retries they caused were logged."""
+    """RATE of the requests failed (one in every 5, give or take one), and the retries they caused were logged."""
     stats = proxy.stats
-    assert stats["requests"] >= 20, stats
-    assert 0.1 <= _failed(proxy) / stats["requests"] <= 0.35, stats
+    assert stats["requests"] >= 20 and abs(_failed(proxy) - RATE * stats["requests"]) < 1, stats
     assert "storage retry" in err, "retries are logged"
     print(f"fault proxy: {dict(stats)}; retry lines logged: {err.count('storage retry')}")  # docs/RELIABILITY.md
 
@@ -97,6 +96,9 @@ def test_proxy_fails_delays_and_forwards_as_configured(s3_url):
     with FaultProxy(os.environ["AWS_ENDPOINT_URL"], Faults(rate=1.0, kinds=("cut",))) as proxy:
         with pytest.raises((http.client.IncompleteRead, ConnectionResetError)):
             get(proxy)
+    with FaultProxy(os.environ["AWS_ENDPOINT_URL"], Faults(rate=0.2, kinds=("500",), seed=7)) as proxy:
+        statuses = [get(proxy)[0] for _ in range(23)]
+        assert set(statuses) == {200, 500} and statuses[:20].count(500) == 4, "one in every block of 5 fails"
     with FaultProxy(os.environ["AWS_ENDPOINT_URL"], Faults(rate=0.0, delay_rate=1.0, delay_s=0.1)) as proxy:
         assert get(proxy) == (200, b"x" * 1000) and proxy.stats["delayed"] == 1 and proxy.stats["forwarded"] == 1
     with pytest.raises(ValueError, match="fault kinds"):
@@ -176,11 +178,13 @@ def test_read_timeouts_are_enforced_retried_and_logged(s3_url, capsys):
     blobs = _write_objects(s3_url, 4)
     logs.setup()
     capsys.readouterr()
+    before = logs.storage_retries()
     with through_proxy(Faults(rate=0.0, delay_rate=0.3, delay_s=1.5, seed=4), LIFT_S3_READ_TIMEOUT="0.3") as p:
         assert {k: storage.read_bytes(f"{s3_url}/{k}") for k in blobs} == blobs
         assert p.stats["delayed"] > 0
     err = capsys.readouterr().err
     assert "storage retry" in err and "Retry needed" in err, err[-2000:]
+    assert logs.storage_retries() - before == err.count("storage retry") > 0, "each retry is counted"
 
 
 # ----------------------------------------------------------------------------------- stages at 20% of requests
@@ -203,6 +207,10 @@ def test_data_import_survives_20_percent_failed_requests(s3_url, capsys):
     assert storage.read_marker(f"{s3_url}/faulty")["counts"] == storage.read_marker(f"{s3_url}/clean")["counts"]
 
 
+# Once in ~10 runs here this test hung in a part upload, the main thread waiting on s3fs with no socket open
+# (docs/RELIABILITY.md, "Known gaps"); the timeout turns that into a failure, and the rerun shows whether it repeats.
+@pytest.mark.timeout(600)
+@pytest.mark.flaky(reruns=1)
 def test_scoring_survives_20_percent_failed_requests(s3_url, zoo_dir, toy_data, tmp_path, capsys, monkeypatch):
     fs, _ = storage.filesystem(s3_url)
     fs.put(f"{zoo_dir}/critic/", storage.filesystem(f"{s3_url}/critic")[1], recursive=True)
@@ -261,7 +269,8 @@ def test_alignment_survives_20_percent_failed_requests(s3_url, zoo_dir, tmp_path
     _write_rollouts(local, zoo_dir)
     _write_scores(f"{local}/rollouts", f"{local}/scores", {"p0-000": 0.9, "p0-001": 0.05, "p1-000": 0.2, "p1-001": 0.9})
     fs, _ = storage.filesystem(s3_url)
-    for name, src in (("rollouts", f"{local}/rollouts"), ("scores", f"{local}/scores"), ("base", f"{zoo_dir}/cogvideox")):
+    sources = {"rollouts": f"{local}/rollouts", "scores": f"{local}/scores", "base": f"{zoo_dir}/cogvideox"}
+    for name, src in sources.items():
         fs.put(src + "/", storage.filesystem(f"{s3_url}/{name}")[1], recursive=True)
 
     def argv(out: str) -> list[str]:

@@ -35,7 +35,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     _generate(str(tmp_path / "b"))
     _generate(str(tmp_path / "c"), "seed=1")
     a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
-    assert len(a) == 24 + 4 + 3  # videos, real videos, manifest + prompts + real manifest
+    assert len(a) == 24 + 4 + 4  # videos, real videos, manifest + prompts + eval prompts + real manifest
     assert a == b
     assert a.keys() == c.keys()
     assert a["manifest.jsonl"] != c["manifest.jsonl"] and a["prompts.jsonl"] != c["prompts.jsonl"]
@@ -147,6 +147,9 @@ def test_manifest_split_prompts_and_real_set(tmp_path):
     prompts = [json.loads(line) for line in storage.read_text(storage.join(out, "prompts.jsonl")).splitlines()]
     assert [p["id"] for p in prompts] == [f"prompt-{i:05d}" for i in range(10)]
     assert len({p["prompt"] for p in prompts}) == 10 and counts["prompts"] == 10
+    held_out = [json.loads(line) for line in storage.read_text(storage.join(out, "eval_prompts.jsonl")).splitlines()]
+    assert len({p["prompt"] for p in held_out}) == counts["eval_prompts"] == 16
+    assert not {p["prompt"] for p in held_out} & {p["prompt"] for p in prompts}, "evaluation prompts are held out"
 
     real = [json.loads(line) for line in storage.read_text(storage.join(out, "real", "manifest.jsonl")).splitlines()]
     assert len(real) == counts["real"] == 4

@@ -80,9 +80,11 @@ def test_incompatible_checkpoint_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_nonfinite_loss_skip_or_stop(tmp_path):
-    stop = _run(str(tmp_path / "s"), tmp_path / "s.pt", env={"NAN_AT_STEP": "3"})
+    """A NaN loss stops the run naming the step and batch; an infinite one is skipped and counted."""
+    stop = _run(str(tmp_path / "s"), tmp_path / "s.pt", env={"NONFINITE_AT_STEP": "3"})
     assert stop.returncode != 0 and "non-finite loss at step 3" in stop.stderr and "batch ids [" in stop.stderr
-    skip = _run(str(tmp_path / "k"), tmp_path / "k.pt", "on_nonfinite=skip", env={"NAN_AT_STEP": "3"})
+    skip = _run(str(tmp_path / "k"), tmp_path / "k.pt", "on_nonfinite=skip",
+                env={"NONFINITE_AT_STEP": "3", "NONFINITE_LOSS": "inf"})
     assert skip.returncode == 0, skip.stderr[-3000:]
     counts = torch.load(tmp_path / "k.pt", weights_only=True)["counts"]
     assert counts["skipped_steps"] == 1 and counts["steps"] == 8

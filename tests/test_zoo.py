@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,3 +179,71 @@ def test_pretrained_critic_in_a_few_steps_and_skipped_when_sealed(zoo_dir, tmp_p
     assert processor.tokenizer.decode(processor.tokenizer(PROMPT).input_ids) == PROMPT
     assert zoo.pretrain_critic(f"{zoo_dir}/critic", out, **kwargs) == counts
     assert storage.read_marker(out)["time"] == marker["time"]
+
+
+def test_pretraining_clips_look_like_stored_ones():
+    import numpy as np
+
+    from lift import toy, video
+
+    rng = np.random.default_rng(3)
+    frames = toy.render(toy.Scene.sample(rng), (), rng, 16, 32)
+    url = f"memory://lift-test/{uuid.uuid4().hex[:8]}/clip.mp4"
+    video.write_video(url, frames, 8)
+    stored = video.read_video(url).numpy().astype(float)
+    assert np.abs(zoo._as_stored(frames) - stored).mean() < 0.5 < np.abs(frames - stored).mean()
+
+
+def _architecture(config) -> dict:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def test_shipped_toy_models_come_from_this_zoo_load_and_differ_from_it(zoo_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIFT_CACHE", str(tmp_path))
+    url = f"memory://lift-test/{uuid.uuid4().hex[:8]}/models"
+    assert cli.main(["models", "toy", url]) == 0
+    critic, processor = models.load_critic(f"{url}/critic-toy")
+    random_critic, _ = models.load_critic(f"{zoo_dir}/critic")
+    assert processor.tokenizer.decode(processor.tokenizer(PROMPT).input_ids) == PROMPT
+    assert not torch.equal(critic.state_dict()["lm_head.weight"], random_critic.state_dict()["lm_head.weight"])
+    base = models.load_t2v("cogvideox", f"{url}/cogvideox-toy")
+    random_base = models.load_t2v("cogvideox", f"{zoo_dir}/cogvideox")
+    assert _architecture(base.transformer.config) == _architecture(random_base.transformer.config)
+    assert not torch.equal(base.transformer.proj_out.weight, random_base.transformer.proj_out.weight)
+    assert base.vae.config.scaling_factor != random_base.vae.config.scaling_factor  # fitted by `lift base`
+    marker = storage.read_marker(f"{url}/critic-toy")
+    zoo.write_toy(url)
+    assert storage.read_marker(f"{url}/critic-toy")["time"] == marker["time"], "a sealed copy is kept"
+
+
+def test_shipped_toy_models_of_another_zoo_are_refused(monkeypatch):
+    monkeypatch.setattr(zoo, "spec_hash", lambda seed: "another-spec")
+    with pytest.raises(ValueError, match=r"pretrained\.json: made from the zoo of seed 0 .* make it again with "
+                                         r"scripts/make-toy-pretrained\.py"):
+        zoo.write_toy(f"memory://lift-test/{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ValueError, match="not seed 1"):
+        zoo.write_toy(f"memory://lift-test/{uuid.uuid4().hex[:8]}", seed=1)
+
+
+@pytest.mark.slow
+def test_the_script_that_makes_the_shipped_models_runs_in_a_few_steps(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "pretrained"
+    cmd = [sys.executable, "scripts/make-toy-pretrained.py", "--work", str(tmp_path / "work"), "--out", str(out),
+           "--clips", "8", "--scene-steps", "2", "--caption-steps", "2", "--critic-steps", "2", "--vae-steps", "2",
+           "--transformer-steps", "2", "--workers", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    url = str(tmp_path / "models")
+    zoo.write_toy(url, source=str(out))
+    provenance = storage.read_json(f"{url}/cogvideox-toy/{zoo.PROVENANCE}")
+    assert provenance["zoo_spec_hash"] == zoo.spec_hash(0) and provenance["args"]["transformer_steps"] == 2
+    assert provenance["counts"]["vae_steps"] == 2 and provenance["counts"]["transformer_steps"] == 2
+    assert not os.path.exists(f"{url}/cogvideox-toy/config.yaml"), "run configs stay out of the shipped folder"
+    models.load_critic(f"{url}/critic-toy")
+    pipe = models.load_t2v("cogvideox", f"{url}/cogvideox-toy")
+    video = pipe("a red circle moves left on a blue background", num_frames=16, height=32, width=32,
+                 num_inference_steps=2, output_type="pt").frames
+    assert video.shape[1:] == (16, 3, 32, 32)

@@ -37,8 +37,8 @@ def model_for_test() -> torch.nn.Sequential:
 def loss_fn(model, batch, step):
     if step + 1 == int(os.environ.get("CRASH_AT", "0")):
         raise SystemExit(17)
-    if os.environ.get("NAN_AT_STEP") == str(step):
-        return torch.tensor(float("nan"), requires_grad=True), {}
+    if os.environ.get("NONFINITE_AT_STEP") == str(step):  # NONFINITE_LOSS: nan (default), inf or -inf
+        return torch.tensor(float(os.environ.get("NONFINITE_LOSS", "nan")), requires_grad=True), {}
     pred = model(batch["x"])
     return torch.nn.functional.mse_loss(pred, batch["y"]), {"pred_mean": pred.mean().item()}
 
