@@ -5,7 +5,7 @@ trained to reconstruct toy clips, its latents are rescaled to unit variance (the
 with), and the transformer is fine-tuned without rewards (`lift align` with `objective.reward_weighting=false`) on
 the whole rated toy set, defects included, so it makes flawed clips at a measurable rate that alignment can lower.
 
-    lift base                      # RUN/base from RUN/models/cogvideox and RUN/data (~15 CPU minutes)
+    lift base                      # RUN/base from RUN/models/cogvideox and RUN/data (~30 min, 2 cores)
     lift base start=RUN/models/cogvideox-toy train=false   # the shipped toy base, as `lift pipeline` does
 """
 

@@ -436,8 +436,8 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(
         run="${run}", toy=ToyConfig(num_clips=1000, num_prompts=16, num_real=128)))
     # The toy base and critic start shipped with lift (`lift models toy`; scripts/make-toy-pretrained.py made them
-    # in ~40 CPU minutes), so the first run trains neither from random weights; the critic is fine-tuned on the
-    # run's own ratings.
+    # in about an hour on 2 cores), so the first run trains neither from random weights; the critic is fine-tuned
+    # on the run's own ratings.
     base: BaseConfig = field(default_factory=lambda: BaseConfig(
         run="${run}", start="${run}/models/cogvideox-toy", train=False))
     critic: CriticConfig = field(default_factory=lambda: CriticConfig(

@@ -3,9 +3,8 @@
 For the toy world (the embedded default) two preparatory steps come first: the tiny model zoo and the toy-pretrained
 models shipped with lift are written to RUN/models, and `lift base` puts the toy base text-to-video model into
 RUN/base (the shipped one by default; `base.start=${run}/models/cogvideox base.train=true` trains one from the
-random zoo, ~15 CPU minutes). Pointed at real model
-ids and an imported LiFT-HRA release, neither runs: the pipeline is then data, critic, critic-eval, generate,
-score, align, evaluate and the report.
+random zoo, ~30 minutes on 2 cores). Pointed at real model ids and an imported LiFT-HRA release, neither runs: the
+pipeline is then data, critic, critic-eval, generate, score, align, evaluate and the report.
 
     lift pipeline                                  # ./runs/default, CPU, tiny models
     lift pipeline s3://bucket/runs/exp1 --config configs/cluster/pipeline-cogvideox-2b.yaml

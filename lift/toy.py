@@ -484,7 +484,8 @@ def all_scenes() -> list[Scene]:
 
 def generate(cfg: DictConfig) -> dict:
     """`lift data toy`: write the rated clips (manifest.jsonl, videos/), rollout prompts (prompts.jsonl), held-out
-    prompts (eval_prompts.jsonl, from the other end of the same permutation) and clean captioned clips (real/manifest.jsonl, real/videos/) under `cfg.out`; returns the marker's counts.
+    prompts (eval_prompts.jsonl, from the other end of the same permutation) and clean captioned clips
+    (real/manifest.jsonl, real/videos/) under `cfg.out`; returns the marker's counts.
 
     Clip i draws everything from a generator seeded by (seed, set, i), so the same seed gives the same bytes,
     and changing num_clips keeps the clips both runs share. Videos are written before the manifests that list them.

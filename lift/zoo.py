@@ -289,10 +289,10 @@ def write_tiny(out_url: str, seed: int = 0) -> None:
 
 # --- the toy-pretrained models shipped with lift ---------------------------------------------------------------
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
-"""Made by scripts/make-toy-pretrained.py from the tiny zoo (~40 CPU minutes), so the first `lift pipeline`
-trains neither from random weights: `critic-toy` (the zoo critic pretrained on toy clips and their captions, then
-taught to rate on a toy world of its own, as LiFT's critic starts from a pretrained VLM) and `cogvideox-toy` (a toy
-base text-to-video pipeline, `lift base`)."""
+"""Made by scripts/make-toy-pretrained.py from the tiny zoo (about an hour on 2 cores), so the first
+`lift pipeline` trains neither from random weights: `critic-toy` (the zoo critic pretrained on toy clips and their
+captions, then taught to rate on a toy world of its own, as LiFT's critic starts from a pretrained VLM) and
+`cogvideox-toy` (a toy base text-to-video pipeline, `lift base`)."""
 PROVENANCE = "pretrained.json"  # in each shipped folder: its zoo, the script's arguments, counts, marker fields
 TOY_MODELS = ("critic-toy", "cogvideox-toy")
 
@@ -324,7 +324,6 @@ def write_toy(out_url: str, seed: int = 0, source: str = PRETRAINED) -> None:
         models.save_folder(src, url)
         storage.write_marker(url, "models-toy", digest, made.get("counts", {}), **made.get("marker", {}))
         logs.event(log, f"models toy: {name} done", out=url)
-
 
 
 # --- a tiny critic that has seen the toy world: pretrained on toy scenes and their captions -------------------

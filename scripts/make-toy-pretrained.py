@@ -7,7 +7,7 @@
     cogvideox-toy   the toy base text-to-video pipeline: the tiny zoo CogVideoX with its VAE and transformer
                     trained on the whole rated toy set, defects included (`lift base`)
 
-    .venv/bin/python scripts/make-toy-pretrained.py                 # ~40 CPU minutes; rewrites lift/pretrained/
+    .venv/bin/python scripts/make-toy-pretrained.py                 # ~1 hour on 2 cores; rewrites lift/pretrained/
     .venv/bin/python scripts/make-toy-pretrained.py --work runs/toy-pretrained --out /tmp/pretrained
 
 Rerun it whenever the zoo's SPEC changes (`lift models toy` refuses models made from another zoo). Finished steps
