@@ -286,9 +286,9 @@ def test_local_cwd_components_run_stages_to_completion(tmp_path):
                  "toy.num_real=4")
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert (tmp_path / "run" / "data" / "_SUCCESS").exists()
-    tiny = subprocess.run([sys.executable, "-m", "lift", "models", "tiny", f"{run}/models"], capture_output=True,
-                          text=True, timeout=300)
-    assert tiny.returncode == 0, tiny.stderr[-3000:]
+    toy = subprocess.run([sys.executable, "-m", "lift", "models", "toy", f"{run}/models"], capture_output=True,
+                         text=True, timeout=300)  # the critic's default start, models/critic-toy
+    assert toy.returncode == 0, toy.stderr[-3000:]
     out = _local("components/critic.py:critic", "-j", "1x2", "--", f"run={run}", "trainer.max_steps=2",
                  "trainer.num_workers=0", "trainer.checkpoint_every=0", timeout=600)
     log = out.stdout + out.stderr

@@ -36,4 +36,4 @@ def test_reduced_pipeline_over_s3_and_rerun_skips(s3_url, tmp_path, monkeypatch,
     assert cli.main(["pipeline", s3_url, *REDUCED]) == 0
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if "already complete, skipping" in line]
-    assert len(skipped) == len(built) + 2, "\n".join(skipped)  # + models, base
+    assert len(skipped) == len(built) + 4, "\n".join(skipped)  # + the tiny zoo, the 2 shipped models, base
