@@ -195,8 +195,9 @@ class CriticConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         lr=5e-4, warmup_ratio=0.05, max_steps=1200, batch_size=16, activation_checkpointing=False, num_workers=1,
         log_every=50))
-    """The toy default (docs/RESULTS.md: ~8 CPU minutes on 2 cores from the pretrained tiny critic); LiFT's recipe
-    (lr 1e-5, warmup 0.03, 20 epochs, LoRA, frozen vision) is in configs/cluster/critic-qwen2.5-vl-7b.yaml."""
+    """The toy recipe, with which the shipped critic start learnt to rate (~10 CPU minutes from the caption-
+    pretrained tiny critic; docs/RESULTS.md); LiFT's recipe (lr 1e-5, warmup 0.03, 20 epochs, LoRA, frozen vision)
+    is in configs/cluster/critic-qwen2.5-vl-7b.yaml."""
 
 
 @dataclass
