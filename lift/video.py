@@ -129,13 +129,18 @@ def _cover(height: int, width: int, size: int | tuple[int, int] | None) -> tuple
     return max(th, round(height * scale)), max(tw, round(width * scale)), th, tw
 
 
+def _check_decoded(url: str, decoded: int, stated: int) -> None:
+    """A video that decodes no frame, or fewer than its container states, cannot be used."""
+    if not decoded:
+        raise VideoError(f"{url}: no frames decoded (zero-frame or truncated video)")
+    if stated and decoded < stated:
+        raise VideoError(f"{url}: truncated video: decoded {decoded} of {stated} frames")
+
+
 def _decode_all(url: str, container, stream, num_frames: int | None) -> list:
     """Every frame decoded and kept; the `num_frames` uniform picks (None: all) over the decoded count."""
     decoded = list(container.decode(stream))  # YUV frames; RGB conversion (the costly part) happens later
-    if not decoded:
-        raise VideoError(f"{url}: no frames decoded (zero-frame or truncated video)")
-    if stream.frames and len(decoded) < stream.frames:
-        raise VideoError(f"{url}: truncated video: decoded {len(decoded)} of {stream.frames} frames")
+    _check_decoded(url, len(decoded), stream.frames)
     return decoded if num_frames is None else [decoded[i] for i in uniform_indices(len(decoded), num_frames)]
 
 
@@ -149,10 +154,7 @@ def _decode_sampled(url: str, container, stream, num_frames: int) -> list | None
         if total in wanted:
             kept[total] = frame
         total += 1
-    if not total:
-        raise VideoError(f"{url}: no frames decoded (zero-frame or truncated video)")
-    if total < stream.frames:
-        raise VideoError(f"{url}: truncated video: decoded {total} of {stream.frames} frames")
+    _check_decoded(url, total, stream.frames)
     return [kept[i] for i in picked] if total == stream.frames else None
 
 
