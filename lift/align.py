@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from lift import dist, families, hra, logs, models, storage, train, video
+from lift import config, dist, families, hra, logs, models, storage, train, video
 from lift.score import SCORES, read_items
 
 log = logging.getLogger(__name__)
@@ -219,18 +219,26 @@ def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
     return url
 
 
-def make_loss_fn(pipe, family, seed: int, device: torch.device) -> train.LossFn:
-    """`train.fit`'s loss: the family's objective, noise drawn per example from (seed, step, example index)."""
+def make_loss_fn(pipe, family, seed: int, device: torch.device, caption_dropout: float = 0.0,
+                 empty: torch.Tensor | None = None) -> train.LossFn:
+    """`train.fit`'s loss: the family's objective, noise (and whether the caption is dropped for `empty`, the
+    empty prompt's embeddings) drawn per example from (seed, step, example index)."""
 
     def loss_fn(model, batch, step):
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + step * 100_019 + i) for i in batch["index"]]
-        per_sample = family.loss(pipe, model, batch["latents"].to(device), batch["embeds"].to(device), generators)
+        embeds = batch["embeds"].to(device)
+        if caption_dropout > 0:
+            dropped = (families.per_sample_uniform(generators) < caption_dropout).to(device)
+            embeds = torch.where(dropped[:, None, None], empty.to(device, embeds.dtype), embeds)
+        per_sample = family.loss(pipe, model, batch["latents"].to(device), embeds, generators)
         return weighted_loss(per_sample, batch)
 
     return loss_fn
 
 
 def run(cfg: DictConfig) -> dict:
+    if not 0.0 <= cfg.caption_dropout < 1.0:
+        raise config.ConfigError(f"caption_dropout must be within [0, 1), got {cfg.caption_dropout}")
     runtime = dist.init()
     family = families.get(cfg.model.family)
     examples, stats = build_examples(cfg)
@@ -243,6 +251,8 @@ def run(cfg: DictConfig) -> dict:
         pipe.text_encoder.to(dtype)
     cache = LatentCache(cfg.out, cfg)
     latent_urls = cache.fill(examples, pipe, family, cfg, runtime)
+    with torch.no_grad():
+        empty = family.encode_text(pipe, [""], runtime.device)[0].float()
     dist.barrier()
     pipe.vae.to("cpu")
     pipe.text_encoder.to("cpu")
@@ -251,9 +261,10 @@ def run(cfg: DictConfig) -> dict:
     if cfg.trainer.activation_checkpointing:
         transformer.enable_gradient_checkpointing()
     transformer = train.shard_model(transformer, family.blocks(transformer), runtime, cfg.trainer)
-    loss_fn = make_loss_fn(pipe, family, cfg.trainer.seed, runtime.device)
+    loss_fn = make_loss_fn(pipe, family, cfg.trainer.seed, runtime.device, cfg.caption_dropout, empty)
     fingerprint = {"base": cfg.model.name_or_path, "family": cfg.model.family,
-                   "objective": OmegaConf.to_container(cfg.objective), "shape": [cfg.frames, cfg.height, cfg.width]}
+                   "objective": OmegaConf.to_container(cfg.objective), "shape": [cfg.frames, cfg.height, cfg.width],
+                   "caption_dropout": cfg.caption_dropout}
     counts = train.fit(model=transformer, dataset=Cached(examples, latent_urls, cache), collate=collate,
                        loss_fn=loss_fn, cfg=cfg.trainer, out_url=cfg.out, fingerprint=fingerprint, runtime=runtime)
     export(transformer, cfg, runtime)

@@ -4,14 +4,19 @@ The tiny zoo's CogVideoX is random. A base model is made the way real ones are, 
 trained to reconstruct toy clips, its latents are rescaled to unit variance (the `scaling_factor` real VAEs ship
 with), and the transformer is fine-tuned without rewards (`lift align` with `objective.reward_weighting=false`) on
 the whole rated toy set, defects included, so it makes flawed clips at a measurable rate that alignment can lower.
+A trained VAE is reused while the start's VAE, the data and the VAE settings stay the same: a new transformer in
+the start pipeline trains only the transformer again.
 
-    lift base                      # RUN/base from RUN/models/cogvideox and RUN/data (~30 min, 2 cores)
+    lift base                      # RUN/base from RUN/models/cogvideox and RUN/data (~25 min, 2 cores)
     lift base start=RUN/models/cogvideox-toy train=false   # the shipped toy base, as `lift pipeline` does
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 import tempfile
 
 import torch
@@ -62,6 +67,23 @@ def train_vae(cfg: DictConfig, pipe, urls: list[str], runtime: dist.Runtime) -> 
     return {"vae_steps": counts["steps"], "latent_std": round(std, 4)}
 
 
+OURS = (storage.MARKER, "config.yaml", "_STARTED")  # our markers and saved run configs, not model content
+
+
+def folder_digest(folder: str) -> str:
+    """The content of a local model folder: relative paths and bytes."""
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            if name not in OURS:
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, folder).encode() + b"\0")
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def run(cfg: DictConfig) -> dict:
     from lift import cli
 
@@ -74,21 +96,42 @@ def run(cfg: DictConfig) -> dict:
         return {"trained": 0}
     manifest = storage.join(cfg.data, "manifest.jsonl")
     urls = [item.url for item in read_items(manifest)]
+    start = models.local_dir(cfg.start)
+    data = storage.read_marker(cfg.data) or {}
+    # The VAE's training depends on the start's VAE, the data and its own settings only: a VAE trained before is
+    # reused when just the start's transformer or text encoder changed.
     stage1 = storage.join(cfg.work, "stage1")
-    vae_hash = config.config_hash(OmegaConf.masked_copy(cfg, ["start", "data", "frames", "size", "kl_weight", "vae"]))
-    counts = {}
+    vae_hash = config.config_hash(OmegaConf.merge(
+        OmegaConf.masked_copy(cfg, ["data", "frames", "size", "kl_weight", "vae"]),
+        {"start_vae": folder_digest(os.path.join(start, "vae")), "data_sealed": [data.get("time"),
+                                                                               data.get("config_hash")]}))
     if not storage.is_complete(stage1, vae_hash):
         torch.manual_seed(cfg.vae.seed)
         pipe = models.load_t2v("cogvideox", cfg.start)
-        counts.update(train_vae(cfg, pipe, urls, runtime))
+        counts = train_vae(cfg, pipe, urls, runtime)
         with tempfile.TemporaryDirectory(prefix="lift-base-") as tmp:
             pipe.save_pretrained(tmp)
             models.save_folder(tmp, stage1)
         storage.write_marker(stage1, "base-vae", vae_hash, counts)
-    overrides = [f"run={cfg.run}", f"model.name_or_path={stage1}", f"rollouts={cfg.data}", "real=null",
-                 "objective.reward_weighting=false", f"out={storage.join(cfg.work, 'transformer')}",
+    vae_marker = storage.read_marker(stage1)
+    # the transformer is trained in the start pipeline with the trained VAE in it
+    with_vae = storage.join(cfg.work, "start")
+    with_vae_hash = config.config_hash(OmegaConf.create({"start": folder_digest(start), "vae": vae_marker["time"]}))
+    transformer = storage.join(cfg.work, "transformer")
+    if not storage.is_complete(with_vae, with_vae_hash):
+        storage.remove(transformer)  # checkpoints of a transformer trained from another start pipeline
+        with tempfile.TemporaryDirectory(prefix="lift-base-") as tmp:
+            local = os.path.join(tmp, "pipeline")
+            shutil.copytree(start, local, ignore=shutil.ignore_patterns(*OURS))
+            shutil.rmtree(os.path.join(local, "vae"))
+            shutil.copytree(os.path.join(models.local_dir(stage1), "vae"), os.path.join(local, "vae"),
+                            ignore=shutil.ignore_patterns(*OURS))
+            models.save_folder(local, with_vae)
+        storage.write_marker(with_vae, "base-start", with_vae_hash, {})
+    overrides = [f"run={cfg.run}", f"model.name_or_path={with_vae}", f"rollouts={cfg.data}", "real=null",
+                 "objective.reward_weighting=false", f"caption_dropout={cfg.caption_dropout}", f"out={transformer}",
                  f"frames={cfg.frames}", f"height={cfg.size}", f"width={cfg.size}"]
     align_cfg = OmegaConf.merge(config.load("align", None, overrides), {"trainer": cfg.transformer})
     align_counts = cli.run_stage("align", cli.STAGES["align"], align_cfg)
-    models.save_folder(models.local_dir(storage.join(cfg.work, "transformer", "model")), cfg.out)
-    return {**counts, "transformer_steps": align_counts["steps"], "clips": len(urls)}
+    models.save_folder(models.local_dir(storage.join(transformer, "model")), cfg.out)
+    return {**vae_marker["counts"], "transformer_steps": align_counts["steps"], "clips": len(urls)}

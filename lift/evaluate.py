@@ -241,8 +241,8 @@ def _generate_model(name: str, model: DictConfig, items: list[dict], cfg: DictCo
             mine = storage.shard_slice(items, shard, shards.num_shards)
             for start in range(0, len(mine), cfg.batch_size):
                 batch = mine[start:start + cfg.batch_size]
-                clips = generate.sample(pipe, [b["prompt"] for b in batch], [b["seed"] for b in batch], cfg.sampling,
-                                        runtime.device)
+                clips = generate.sample(pipe, model.family, [b["prompt"] for b in batch], [b["seed"] for b in batch],
+                                        cfg.sampling, runtime.device)
                 for item, clip in zip(batch, clips):
                     rel = f"videos/{name}/{item['id']}.mp4"
                     url = storage.join(cfg.out, rel)

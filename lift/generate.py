@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lift import dist, faults, logs, models, storage, video
+from lift import dist, families, faults, logs, models, storage, video
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.jsonl"
@@ -64,11 +64,13 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def sample(pipe, prompts: list[str], seeds: list[int], cfg: DictConfig, device: torch.device) -> np.ndarray:
+def sample(pipe, family: str, prompts: list[str], seeds: list[int], cfg: DictConfig,
+           device: torch.device) -> np.ndarray:
     """One batched pipeline call; each video gets its own generator, so batching never changes a video."""
     generators = [torch.Generator("cpu").manual_seed(x) for x in seeds]
     out = pipe(prompt=prompts, height=cfg.height, width=cfg.width, num_frames=cfg.frames,
-               num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, generator=generators, output_type="np")
+               num_inference_steps=cfg.steps, guidance_scale=cfg.guidance, generator=generators, output_type="np",
+               max_sequence_length=families.get(family).text_length(pipe))
     return to_uint8(np.asarray(out.frames))
 
 
@@ -105,8 +107,8 @@ def run(cfg: DictConfig) -> dict:
             lines = []
             for start in range(0, len(mine), cfg.batch_size):
                 batch = mine[start:start + cfg.batch_size]
-                clips = sample(pipe, [b["prompt"] for b in batch], [b["seed"] for b in batch], cfg.sampling,
-                               runtime.device)
+                clips = sample(pipe, cfg.model.family, [b["prompt"] for b in batch], [b["seed"] for b in batch],
+                               cfg.sampling, runtime.device)
                 for item, clip in zip(batch, clips):
                     rel = f"videos/{item['id']}.mp4"
                     video.write_video(storage.join(cfg.out, rel), clip, cfg.sampling.fps)

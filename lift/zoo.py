@@ -8,8 +8,10 @@ as Qwen2.5-VL-7B, CogVideoX-2B and Wan2.1 do on a cluster.
 critic     Qwen2.5-VL (Qwen2_5_VLForConditionalGeneration) with its processor: a byte-level BPE tokenizer trained on
            the LiFT questions, toy prompts, labels and reasons, Qwen's special tokens and chat template, image and
            video processors with patch 4 (a 32 px frame is 8x8 patches, 4x4 = 16 LLM tokens per 2 frames).
-cogvideox  CogVideoXPipeline: 4-block transformer (4 heads x 16, patch 2), 3-block VAE (16/32/32 channels,
-           4 latent channels, 4x spatial and 4x temporal compression), tiny T5 encoder, v-prediction zero-SNR DDIM.
+cogvideox  CogVideoXPipeline: 4-block transformer (4 heads x 32, patch 2), 3-block VAE (16/32/32 channels,
+           16 latent channels as CogVideoX-2B's, 4x spatial and 4x temporal compression), tiny T5 encoder (32 tokens:
+           call the pipeline with max_sequence_length=32, as lift's stages do; its default is CogVideoX-2B's 226),
+           v-prediction zero-SNR DDIM.
 wan        WanPipeline: 4-block transformer (4 heads x 16, patch 1x2x2), Wan VAE with 4x spatial and 4x temporal
            compression and 4 latent channels, tiny UMT5 encoder, UniPC flow-matching scheduler (shift 3).
 
@@ -104,17 +106,18 @@ SPEC: dict = {
                    "merge_size": 2},
     },
     "cogvideox": {
-        "transformer": {"num_attention_heads": 4, "attention_head_dim": 16, "in_channels": 4, "out_channels": 4,
-                        "time_embed_dim": 64, "text_embed_dim": 64, "num_layers": 4, "patch_size": 2,
-                        # latent size of a 32x32x17 clip; 226 text tokens as CogVideoX-2B (the pipeline's default)
+        "transformer": {"num_attention_heads": 4, "attention_head_dim": 32, "in_channels": 16, "out_channels": 16,
+                        "time_embed_dim": 128, "text_embed_dim": 64, "num_layers": 4, "patch_size": 2,
+                        # latent size of a 32x32x17 clip; 32 text tokens hold any toy prompt (CogVideoX-2B: 226,
+                        # the pipeline's default, which would make 226 of the 306 tokens padding)
                         "sample_height": 8, "sample_width": 8, "sample_frames": 17, "temporal_compression_ratio": 4,
-                        "max_text_seq_length": 226},
+                        "max_text_seq_length": 32},
         "vae": {"block_out_channels": [16, 32, 32], "down_block_types": ["CogVideoXDownBlock3D"] * 3,
-                "up_block_types": ["CogVideoXUpBlock3D"] * 3, "latent_channels": 4, "layers_per_block": 1,
+                "up_block_types": ["CogVideoXUpBlock3D"] * 3, "latent_channels": 16, "layers_per_block": 1,
                 "norm_num_groups": 8, "temporal_compression_ratio": 4, "sample_height": 32, "sample_width": 32,
                 "scaling_factor": 1.0},
         "text_encoder": {"d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4,
-                         "feed_forward_proj": "gated-gelu", "model_max_length": 226},
+                         "feed_forward_proj": "gated-gelu", "model_max_length": 32},
         # CogVideoX-2B's scheduler_config.json
         "scheduler": {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
                       "clip_sample": False, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
@@ -152,8 +155,11 @@ def corpus() -> list[str]:
     return lines
 
 
-def spec_hash(seed: int) -> str:
-    blob = json.dumps({"seed": seed, "spec": SPEC, "corpus": corpus()}, sort_keys=True)
+def spec_hash(seed: int, model: str | None = None) -> str:
+    """What the zoo is built from (seed, SPEC, tokenizer corpus); with `model`, that model's part of SPEC only, so
+    a shipped model made from it goes stale only when its own part changes."""
+    blob = json.dumps({"seed": seed, "spec": SPEC if model is None else SPEC[model], "corpus": corpus()},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -294,17 +300,18 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretraine
 captions, then taught to rate on a toy world of its own, as LiFT's critic starts from a pretrained VLM) and
 `cogvideox-toy` (a toy base text-to-video pipeline, `lift base`)."""
 PROVENANCE = "pretrained.json"  # in each shipped folder: its zoo, the script's arguments, counts, marker fields
-TOY_MODELS = ("critic-toy", "cogvideox-toy")
+TOY_MODELS = {"critic-toy": "critic", "cogvideox-toy": "cogvideox"}
+"""Shipped folder -> the zoo model it was trained from."""
 
 
 def write_toy(out_url: str, seed: int = 0, source: str = PRETRAINED) -> None:
     """Copy the toy-pretrained models shipped in `source` to OUT_URL/critic-toy and OUT_URL/cogvideox-toy, each
     sealed with `_SUCCESS` (a hash of its provenance); a folder sealed with the same hash is left as it is.
 
-    They were trained from the zoo of `seed` and this SPEC: another seed, or a SPEC changed since, is an error
-    that says how to make them again.
+    Each was trained from the zoo of `seed` and its model's part of this SPEC: another seed, or a part changed
+    since, is an error that says how to make it again.
     """
-    for name in TOY_MODELS:
+    for name, zoo_model in TOY_MODELS.items():
         src = os.path.join(source, name)
         provenance = os.path.join(src, PROVENANCE)
         if not os.path.isfile(provenance):
@@ -312,10 +319,11 @@ def write_toy(out_url: str, seed: int = 0, source: str = PRETRAINED) -> None:
                                     "scripts/make-toy-pretrained.py")
         with open(provenance) as f:
             made = json.load(f)
-        if made["zoo_seed"] != seed or made["zoo_spec_hash"] != spec_hash(seed):
+        expected = spec_hash(seed, zoo_model)
+        if made["zoo_seed"] != seed or made["zoo_spec_hash"] != expected:
             raise ValueError(f"{provenance}: made from the zoo of seed {made['zoo_seed']} and spec hash "
-                             f"{made['zoo_spec_hash']}, not seed {seed} and {spec_hash(seed)}; make it again with "
-                             "scripts/make-toy-pretrained.py")
+                             f"{made['zoo_spec_hash']}, not seed {seed} and {expected} (SPEC['{zoo_model}']); make "
+                             f"it again with scripts/make-toy-pretrained.py --models {name}")
         url = storage.join(out_url, name)
         digest = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()[:16]
         if storage.is_complete(url, digest):

@@ -8,11 +8,12 @@
                     trained on the whole rated toy set, defects included (`lift base`)
 
     .venv/bin/python scripts/make-toy-pretrained.py                 # ~1 hour on 2 cores; rewrites lift/pretrained/
+    .venv/bin/python scripts/make-toy-pretrained.py --models cogvideox-toy    # the base alone
     .venv/bin/python scripts/make-toy-pretrained.py --work runs/toy-pretrained --out /tmp/pretrained
 
-Rerun it whenever the zoo's SPEC changes (`lift models toy` refuses models made from another zoo). Finished steps
-in --work are skipped on a rerun, as every stage's are. Each output folder gets `pretrained.json`: the zoo it
-came from, these arguments, and the training counts.
+Rerun it for a model whenever its part of the zoo's SPEC changes (`lift models toy` refuses a model made from
+another). Finished steps in --work are skipped on a rerun, as every stage's are. Each output folder gets
+`pretrained.json`: the zoo part it came from, these arguments, and the training counts.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ SCORER_KEYS = ("answer_format", "frames", "sample_fps")  # how `lift score` prom
 RATINGS_SEED = 1000  # the toy world the critic start is rated on, apart from the runs' (seeds 0, 1, 2, ...)
 
 
-def ship(src_url: str, dest: str, provenance: dict) -> None:
+CRITIC_ARGS = ("critic_clips", "scene_steps", "caption_steps", "critic_steps")
+BASE_ARGS = ("clips", "vae_steps", "transformer_steps")
+
+
+def provenance(args: argparse.Namespace, name: str, keys: tuple[str, ...]) -> dict:
+    return {"zoo_seed": SEED, "zoo_spec_hash": zoo.spec_hash(SEED, zoo.TOY_MODELS[name]),
+            "script": "scripts/make-toy-pretrained.py", "args": {k: getattr(args, k) for k in keys}}
+
+
+def ship(src_url: str, dest: str, provenance: dict) -> dict:
     """Copy a model folder to `dest` without our markers and saved configs, then write its provenance."""
     local = models.local_dir(src_url)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dest))) as tmp:
@@ -45,52 +55,59 @@ def ship(src_url: str, dest: str, provenance: dict) -> None:
             json.dump(provenance, f, indent=1, sort_keys=True)
         shutil.rmtree(dest, ignore_errors=True)
         os.rename(staged, dest)
+    return provenance["counts"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/toy-pretrained", help="working run folder (default: %(default)s)")
     ap.add_argument("--out", default=zoo.PRETRAINED, help="where the two folders go (default: lift/pretrained)")
-    ap.add_argument("--clips", type=int, default=2000,
-                    help="rated clips of each toy world, the base's and the critic's (default: 2000)")
+    ap.add_argument("--clips", type=int, default=2000, help="base: rated toy clips it is trained on (default: 2000)")
+    ap.add_argument("--vae-steps", type=int, default=1500, help="base: VAE steps of 4 clips (default: 1500)")
+    ap.add_argument("--transformer-steps", type=int, default=10000,
+                    help="base: transformer steps of 8 clips (default: 10000)")
+    ap.add_argument("--critic-clips", type=int, default=4000,
+                    help="critic: rated clips of its own toy world (default: 4000)")
     ap.add_argument("--scene-steps", type=int, default=1000, help="critic: vision-probe steps (default: 1000)")
     ap.add_argument("--caption-steps", type=int, default=500, help="critic: caption steps (default: 500)")
-    ap.add_argument("--critic-steps", type=int, default=1200,
-                    help="critic: `lift critic` steps of 16 rated examples (default: 1200)")
-    ap.add_argument("--vae-steps", type=int, default=600, help="base: VAE steps of 4 clips (default: 600)")
-    ap.add_argument("--transformer-steps", type=int, default=3200,
-                    help="base: transformer steps of 8 clips (default: 3200)")
+    ap.add_argument("--critic-steps", type=int, default=2400,
+                    help="critic: `lift critic` steps of 16 rated examples (default: 2400)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers (default: 1)")
+    ap.add_argument("--models", nargs="+", choices=list(zoo.TOY_MODELS), default=list(zoo.TOY_MODELS),
+                    help="which to make (default: both)")
     args = ap.parse_args()
     logs.setup()
     work = args.work
     zoo.write_tiny(storage.join(work, "models"), seed=SEED)
-    if cli.main(["data", "toy", storage.join(work, "data"), f"toy.num_clips={args.clips}", f"seed={SEED}"]):
-        return 1
-    captions = storage.join(work, "critic-captions")
-    critic_counts = zoo.pretrain_critic(storage.join(work, "models", "critic"), captions,
-                                        scene_steps=args.scene_steps, caption_steps=args.caption_steps,
-                                        num_workers=args.workers, seed=SEED)
-    ratings = storage.join(work, "critic-data")  # a toy world of its own: no run's clips are in it
-    if cli.main(["data", "toy", ratings, f"toy.num_clips={args.clips}", f"seed={RATINGS_SEED}"]):
-        return 1
-    if cli.main(["critic", f"run={work}", f"data={ratings}", f"model.name_or_path={captions}",
-                 f"trainer.max_steps={args.critic_steps}", f"trainer.num_workers={args.workers}"]):
-        return 1
-    critic_counts = {"captions": critic_counts, "ratings": storage.read_marker(storage.join(work, "critic"))["counts"]}
-    if cli.main(["base", f"run={work}", "train=true", f"vae.max_steps={args.vae_steps}",
-                 f"transformer.max_steps={args.transformer_steps}", f"vae.num_workers={args.workers}",
-                 f"transformer.num_workers={args.workers}"]):
-        return 1
-    made = {"zoo_seed": SEED, "zoo_spec_hash": zoo.spec_hash(SEED), "script": "scripts/make-toy-pretrained.py",
-            "args": {k: v for k, v in vars(args).items() if k not in ("work", "out", "workers")}}
     os.makedirs(args.out, exist_ok=True)
-    exported = storage.read_marker(storage.join(work, "critic", "model"))
-    ship(storage.join(work, "critic", "model"), os.path.join(args.out, "critic-toy"),
-         {**made, "counts": critic_counts, "marker": {k: exported[k] for k in SCORER_KEYS}})
-    base_counts = storage.read_marker(storage.join(work, "base"))["counts"]
-    ship(storage.join(work, "base"), os.path.join(args.out, "cogvideox-toy"), {**made, "counts": base_counts})
-    print(json.dumps({"out": args.out, "critic": critic_counts, "base": base_counts}, sort_keys=True))
+    made = {}
+    if "critic-toy" in args.models:
+        captions = storage.join(work, "critic-captions")
+        caption_counts = zoo.pretrain_critic(storage.join(work, "models", "critic"), captions,
+                                             scene_steps=args.scene_steps, caption_steps=args.caption_steps,
+                                             num_workers=args.workers, seed=SEED)
+        ratings = storage.join(work, "critic-data")  # a toy world of its own: no run's clips are in it
+        if cli.main(["data", "toy", ratings, f"toy.num_clips={args.critic_clips}", f"seed={RATINGS_SEED}"]):
+            return 1
+        if cli.main(["critic", f"run={work}", f"data={ratings}", f"model.name_or_path={captions}",
+                     f"trainer.max_steps={args.critic_steps}", f"trainer.num_workers={args.workers}"]):
+            return 1
+        counts = {"captions": caption_counts, "ratings": storage.read_marker(storage.join(work, "critic"))["counts"]}
+        exported = storage.read_marker(storage.join(work, "critic", "model"))
+        made["critic-toy"] = ship(storage.join(work, "critic", "model"), os.path.join(args.out, "critic-toy"),
+                                  {**provenance(args, "critic-toy", CRITIC_ARGS), "counts": counts,
+                                   "marker": {k: exported[k] for k in SCORER_KEYS}})
+    if "cogvideox-toy" in args.models:
+        if cli.main(["data", "toy", storage.join(work, "data"), f"toy.num_clips={args.clips}", f"seed={SEED}"]):
+            return 1
+        if cli.main(["base", f"run={work}", "train=true", f"vae.max_steps={args.vae_steps}",
+                     f"transformer.max_steps={args.transformer_steps}", f"vae.num_workers={args.workers}",
+                     f"transformer.num_workers={args.workers}"]):
+            return 1
+        counts = storage.read_marker(storage.join(work, "base"))["counts"]
+        made["cogvideox-toy"] = ship(storage.join(work, "base"), os.path.join(args.out, "cogvideox-toy"),
+                                     {**provenance(args, "cogvideox-toy", BASE_ARGS), "counts": counts})
+    print(json.dumps({"out": args.out, **made}, sort_keys=True))
     return 0
 
 

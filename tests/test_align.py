@@ -51,16 +51,16 @@ def test_generation_is_deterministic_per_video(family, zoo_dir, tmp_path):
     sampling = config.load("generate", None, SAMPLING).sampling
     pipe = generate.load_pipeline(family, f"{zoo_dir}/{family}", sampling, torch.device("cpu"))
     second = manifest[1]
-    batched = generate.sample(pipe, [first["prompt"], second["prompt"]], [first["seed"], second["seed"]], sampling,
-                              torch.device("cpu"))
-    alone = generate.sample(pipe, [first["prompt"]], [first["seed"]], sampling, torch.device("cpu"))[0]
+    batched = generate.sample(pipe, family, [first["prompt"], second["prompt"]], [first["seed"], second["seed"]],
+                              sampling, torch.device("cpu"))
+    alone = generate.sample(pipe, family, [first["prompt"]], [first["seed"]], sampling, torch.device("cpu"))[0]
     # batched float math may round a pixel differently, never more
     assert np.abs(alone.astype(int) - batched[0].astype(int)).max() <= 2, "a video does not depend on its batch"
     assert video.read_video(f"{rollouts}/{first['video']}").shape == alone.shape
     again = _write_rollouts(str(tmp_path / "b"), zoo_dir, family)
     for m in manifest:
         assert storage.read_bytes(f"{rollouts}/{m['video']}") == storage.read_bytes(f"{again}/{m['video']}")
-    other = generate.sample(pipe, [first["prompt"]], [first["seed"] + 1], sampling, torch.device("cpu"))[0]
+    other = generate.sample(pipe, family, [first["prompt"]], [first["seed"] + 1], sampling, torch.device("cpu"))[0]
     assert not np.array_equal(alone, other)
 
 
@@ -91,13 +91,38 @@ def test_zero_reward_batch_leaves_transformer_untouched(zoo_dir):
 
     pipe = models.load_t2v("cogvideox", f"{zoo_dir}/cogvideox")
     family = families.get("cogvideox")
-    latents = torch.randn(2, 3, 4, 8, 8)
+    latents = torch.randn(2, 3, pipe.transformer.config.in_channels, 8, 8)
     embeds = family.encode_text(pipe, ["a red circle", "a blue square"], "cpu")
     per_sample = family.loss(pipe, pipe.transformer, latents, embeds, [torch.Generator().manual_seed(i) for i in (1, 2)])
     assert per_sample.shape == (2,) and torch.isfinite(per_sample).all() and (per_sample > 0).all()
     loss, _ = align.weighted_loss(per_sample, {"weight": torch.zeros(2), "reward": torch.zeros(2)})
     loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in pipe.transformer.parameters())
+
+
+def test_caption_dropout_trains_on_the_empty_prompt_for_its_share_of_examples(zoo_dir):
+    from lift import families
+
+    pipe = models.load_t2v("cogvideox", f"{zoo_dir}/cogvideox")
+    family = families.get("cogvideox")
+    empty = family.encode_text(pipe, [""], "cpu")[0]
+    prompt, other = family.encode_text(pipe, ["a red circle moves left", "two blue squares move up"], "cpu")
+    latents = torch.randn(1, 3, pipe.transformer.config.in_channels, 8, 8)
+
+    def per_example(p: float, embeds: torch.Tensor, i: int) -> float:
+        loss_fn = align.make_loss_fn(pipe, family, 0, torch.device("cpu"), caption_dropout=p, empty=empty)
+        batch = {"latents": latents, "embeds": embeds[None], "weight": torch.ones(1), "reward": torch.zeros(1),
+                 "index": [i]}
+        with torch.no_grad():
+            return loss_fn(pipe.transformer, batch, 3)[0].item()
+
+    # with the caption dropped the loss cannot depend on it; kept, it does
+    dropped = [per_example(0.3, prompt, i) == per_example(0.3, other, i) for i in range(40)]
+    assert 5 <= sum(dropped) <= 20, sum(dropped)
+    assert per_example(0.0, prompt, 0) != per_example(0.0, other, 0)
+    with torch.no_grad():  # without dropout no extra number is drawn: runs from before it reproduce exactly
+        direct = family.loss(pipe, pipe.transformer, latents, prompt[None], [torch.Generator().manual_seed(3 * 100_019)])
+    assert per_example(0.0, prompt, 0) == direct[0].item()
 
 
 def _align_cfg(root: str, zoo: str, *extra: str):
@@ -192,7 +217,8 @@ def test_resume_after_sigkill_and_export(where, scored_rollouts, zoo_dir, tmp_pa
 
     pipe = CogVideoXPipeline.from_pretrained(models.local_dir(f"{root}/clean/align/model"))
     out = pipe(prompt=PROMPTS[0]["prompt"], num_frames=9, height=32, width=32, num_inference_steps=2,
-               generator=torch.Generator().manual_seed(0), output_type="np").frames
+               generator=torch.Generator().manual_seed(0), output_type="np",
+               max_sequence_length=pipe.transformer.config.max_text_seq_length).frames
     assert np.asarray(out).shape == (1, 9, 32, 32, 3)
     marker = storage.read_marker(f"{root}/clean/align")
     assert marker["counts"]["steps"] == 4 and marker["counts"]["syn"] == 4

@@ -332,6 +332,8 @@ CASES = [
         ["{root}/c.yaml, line 3: invalid YAML"], code=2),
     Bad("config-file-missing", lambda w: ["score", "--config", f"{w.root}/absent.yaml"],
         ["{root}/absent.yaml: no such file or object"]),
+    Bad("config-caption-dropout-range", lambda w: w.align("caption_dropout=1.0"),
+        ["caption_dropout must be within [0, 1), got 1.0"], code=2),
     Bad("config-label-scores-keys", lambda w: (w.clips(), w.score("label_scores.Great=1.0"))[1],
         ["config key 'label_scores' must have exactly the keys ['Good', 'Normal', 'Bad']"]),
     Bad("env-bad-retry-setting", lambda w: ["score", "rollouts=s3://b/r", "critic=s3://b/c", f"out={w.root}/o"],

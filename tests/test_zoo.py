@@ -3,6 +3,7 @@ S3 (through lift.models), runs on CPU, and is rebuilt byte for byte from the sam
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from conftest import BUCKET
 
-from lift import cli, models, storage, zoo
+from lift import cli, families, models, storage, zoo
 
 PROMPT = "a red circle moves left on a blue background"
 
@@ -101,7 +102,8 @@ def test_pipeline_generates(zoo_dir, family, frames):
 
     pipe = getattr(diffusers, models.PIPELINES[family]).from_pretrained(os.path.join(zoo_dir, family))
     video = pipe(PROMPT, num_frames=frames, height=32, width=32, num_inference_steps=2, output_type="pt",
-                 generator=torch.Generator().manual_seed(0)).frames
+                 generator=torch.Generator().manual_seed(0), max_sequence_length=families.get(family).text_length(pipe)
+                 ).frames
     assert video.shape == (1, frames, 3, 32, 32)
     assert torch.isfinite(video).all() and 0 <= video.min() and video.max() <= 1
 
@@ -110,7 +112,8 @@ def test_pipeline_generates(zoo_dir, family, frames):
 def test_pipeline_from_s3_matches_local(zoo_dir, zoo_s3, family):
     def sample(pipe):
         return pipe(PROMPT, num_frames=9, height=32, width=48, num_inference_steps=2, output_type="pt",
-                    generator=torch.Generator().manual_seed(0)).frames
+                    generator=torch.Generator().manual_seed(0),
+                    max_sequence_length=families.get(family).text_length(pipe)).frames
 
     remote = sample(models.load_t2v(family, storage.join(zoo_s3, family)))
     assert remote.shape == (1, 9, 3, 32, 48)
@@ -134,6 +137,16 @@ def test_other_seed_other_weights(tmp_path, zoo_dir):
     name = "transformer/diffusion_pytorch_model.safetensors"
     assert (tmp_path / name).read_bytes() != _files(os.path.join(zoo_dir, "cogvideox"))[name]
     assert zoo.spec_hash(1) != zoo.spec_hash(0)
+
+
+def test_a_models_spec_hash_covers_its_own_part_of_the_zoo(monkeypatch):
+    before = {m: zoo.spec_hash(0, m) for m in (None, "critic", "cogvideox")}
+    spec = copy.deepcopy(zoo.SPEC)
+    spec["cogvideox"]["vae"]["latent_channels"] = 8
+    monkeypatch.setattr(zoo, "SPEC", spec)
+    after = {m: zoo.spec_hash(0, m) for m in before}
+    assert after["critic"] == before["critic"]
+    assert after["cogvideox"] != before["cogvideox"] and after[None] != before[None]
 
 
 def test_local_dir_forms(tmp_path):
@@ -217,10 +230,15 @@ def test_shipped_toy_models_come_from_this_zoo_load_and_differ_from_it(zoo_dir, 
 
 
 def test_shipped_toy_models_of_another_zoo_are_refused(monkeypatch):
-    monkeypatch.setattr(zoo, "spec_hash", lambda seed: "another-spec")
-    with pytest.raises(ValueError, match=r"pretrained\.json: made from the zoo of seed 0 .* make it again with "
-                                         r"scripts/make-toy-pretrained\.py"):
-        zoo.write_toy(f"memory://lift-test/{uuid.uuid4().hex[:8]}")
+    real_hash = zoo.spec_hash
+    monkeypatch.setattr(zoo, "spec_hash", lambda seed, model=None: "another" if model == "cogvideox" else
+                        real_hash(seed, model))
+    url = f"memory://lift-test/{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ValueError, match=r"cogvideox-toy/pretrained\.json: made from the zoo of seed 0 .*"
+                                         r"\(SPEC\['cogvideox'\]\); make it again with "
+                                         r"scripts/make-toy-pretrained\.py --models cogvideox-toy"):
+        zoo.write_toy(url)
+    assert storage.is_complete(f"{url}/critic-toy"), "the critic's part of the zoo is unchanged: it is kept"
     with pytest.raises(ValueError, match="not seed 1"):
         zoo.write_toy(f"memory://lift-test/{uuid.uuid4().hex[:8]}", seed=1)
 
@@ -232,18 +250,18 @@ def test_the_script_that_makes_the_shipped_models_runs_in_a_few_steps(tmp_path):
 
     out = tmp_path / "pretrained"
     cmd = [sys.executable, "scripts/make-toy-pretrained.py", "--work", str(tmp_path / "work"), "--out", str(out),
-           "--clips", "8", "--scene-steps", "2", "--caption-steps", "2", "--critic-steps", "2", "--vae-steps", "2",
+           "--clips", "8", "--critic-clips", "8", "--scene-steps", "2", "--caption-steps", "2", "--critic-steps", "2", "--vae-steps", "2",
            "--transformer-steps", "2", "--workers", "0"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-3000:]
     url = str(tmp_path / "models")
     zoo.write_toy(url, source=str(out))
     provenance = storage.read_json(f"{url}/cogvideox-toy/{zoo.PROVENANCE}")
-    assert provenance["zoo_spec_hash"] == zoo.spec_hash(0) and provenance["args"]["transformer_steps"] == 2
+    assert provenance["zoo_spec_hash"] == zoo.spec_hash(0, "cogvideox") and provenance["args"]["transformer_steps"] == 2
     assert provenance["counts"]["vae_steps"] == 2 and provenance["counts"]["transformer_steps"] == 2
     assert not os.path.exists(f"{url}/cogvideox-toy/config.yaml"), "run configs stay out of the shipped folder"
     models.load_critic(f"{url}/critic-toy")
     pipe = models.load_t2v("cogvideox", f"{url}/cogvideox-toy")
     video = pipe("a red circle moves left on a blue background", num_frames=16, height=32, width=32,
-                 num_inference_steps=2, output_type="pt").frames
+                 num_inference_steps=2, output_type="pt", max_sequence_length=32).frames
     assert video.shape[1:] == (16, 3, 32, 32)

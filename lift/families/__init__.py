@@ -28,6 +28,8 @@ class Family:
     """(pipe, transformer, latents, embeds, noise_generators) -> per-sample loss [B] (the family's own objective)."""
     blocks: Callable[[torch.nn.Module], list]
     """transformer -> the blocks `fully_shard` wraps one by one."""
+    text_length: Callable[..., int]
+    """pipeline -> text tokens the transformer was trained with (the pipeline's `max_sequence_length`)."""
 
 
 def get(name: str) -> Family:

@@ -11,9 +11,13 @@ import torch
 from lift.families import Family, per_sample_noise, per_sample_uniform
 
 
+def text_length(pipe) -> int:
+    return pipe.transformer.config.max_text_seq_length
+
+
 def encode_text(pipe, prompts: list[str], device) -> torch.Tensor:
     embeds, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device,
-                                   max_sequence_length=pipe.transformer.config.max_text_seq_length)
+                                   max_sequence_length=text_length(pipe))
     return embeds
 
 
@@ -44,5 +48,5 @@ def loss(pipe, transformer, latents: torch.Tensor, embeds: torch.Tensor, generat
 
 SPEC = Family(
     name="cogvideox", pipeline="CogVideoXPipeline", encode_text=encode_text, encode_video=encode_video, loss=loss,
-    blocks=lambda transformer: list(transformer.transformer_blocks),
+    blocks=lambda transformer: list(transformer.transformer_blocks), text_length=text_length,
 )

@@ -10,9 +10,12 @@ import torch
 
 from lift.families import Family, per_sample_noise, per_sample_uniform
 
+TEXT_LENGTH = 512  # UMT5 tokens Wan2.1 is trained with (its pipeline's default)
+
 
 def encode_text(pipe, prompts: list[str], device) -> torch.Tensor:
-    embeds, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device, max_sequence_length=512)
+    embeds, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device,
+                                   max_sequence_length=TEXT_LENGTH)
     return embeds
 
 
@@ -40,5 +43,5 @@ def loss(pipe, transformer, latents: torch.Tensor, embeds: torch.Tensor, generat
 
 SPEC = Family(
     name="wan", pipeline="WanPipeline", encode_text=encode_text, encode_video=encode_video, loss=loss,
-    blocks=lambda transformer: list(transformer.blocks),
+    blocks=lambda transformer: list(transformer.blocks), text_length=lambda pipe: TEXT_LENGTH,
 )
