@@ -45,12 +45,27 @@ def provenance(args: argparse.Namespace, name: str, keys: tuple[str, ...]) -> di
             "script": "scripts/make-toy-pretrained.py", "args": {k: getattr(args, k) for k in keys}}
 
 
+def drop_build_paths(folder: str) -> None:
+    """Remove `_name_or_path` (the folder it was saved from, on the machine that made it) from every JSON config."""
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name.endswith(".json"):
+                path = os.path.join(root, name)
+                with open(path) as f:
+                    data = json.load(f)
+                if isinstance(data, dict) and data.pop("_name_or_path", None) is not None:
+                    with open(path, "w") as f:
+                        json.dump(data, f, indent=2, sort_keys=True)
+                        f.write("\n")
+
+
 def ship(src_url: str, dest: str, provenance: dict) -> dict:
-    """Copy a model folder to `dest` without our markers and saved configs, then write its provenance."""
+    """Copy a model folder to `dest` without our markers, saved configs and build paths; write its provenance."""
     local = models.local_dir(src_url)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dest))) as tmp:
         staged = os.path.join(tmp, "model")
         shutil.copytree(local, staged, ignore=shutil.ignore_patterns(storage.MARKER, "config.yaml", cli.STARTED))
+        drop_build_paths(staged)
         with open(os.path.join(staged, zoo.PROVENANCE), "w") as f:
             json.dump(provenance, f, indent=1, sort_keys=True)
         shutil.rmtree(dest, ignore_errors=True)

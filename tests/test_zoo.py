@@ -260,6 +260,8 @@ def test_the_script_that_makes_the_shipped_models_runs_in_a_few_steps(tmp_path):
     assert provenance["zoo_spec_hash"] == zoo.spec_hash(0, "cogvideox") and provenance["args"]["transformer_steps"] == 2
     assert provenance["counts"]["vae_steps"] == 2 and provenance["counts"]["transformer_steps"] == 2
     assert not os.path.exists(f"{url}/cogvideox-toy/config.yaml"), "run configs stay out of the shipped folder"
+    for name in ("cogvideox-toy/model_index.json", "cogvideox-toy/transformer/config.json", "critic-toy/config.json"):
+        assert "_name_or_path" not in storage.read_json(f"{out}/{name}"), "no path of the machine that made it"
     models.load_critic(f"{url}/critic-toy")
     pipe = models.load_t2v("cogvideox", f"{url}/cogvideox-toy")
     video = pipe("a red circle moves left on a blue background", num_frames=16, height=32, width=32,
