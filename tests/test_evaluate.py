@@ -193,7 +193,7 @@ def test_rerun_redoes_only_missing_parts(tmp_path, monkeypatch):
     """Stub models (toy renderings; the 'aligned' one adds grain) make this fast; only missing parts are redone."""
     sampled: list[tuple[str, str]] = []
 
-    def fake_sample(pipe, prompts, seeds, cfg, device):
+    def fake_sample(pipe, family, prompts, seeds, cfg, device):
         faults = [toy.Fault("noise", 20)] if pipe == "noisy" else []
         sampled.extend((pipe, p) for p in prompts)
         return np.stack([toy.render(toy.Scene.from_prompt(p), faults, np.random.default_rng(s % 2**32),
