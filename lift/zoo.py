@@ -109,7 +109,7 @@ SPEC: dict = {
         "transformer": {"num_attention_heads": 4, "attention_head_dim": 32, "in_channels": 16, "out_channels": 16,
                         "time_embed_dim": 128, "text_embed_dim": 64, "num_layers": 4, "patch_size": 2,
                         # latent size of a 32x32x17 clip; 32 text tokens hold any toy prompt (CogVideoX-2B: 226,
-                        # the pipeline's default, which would make 226 of the 306 tokens padding)
+                        # the pipeline's default, which would make most of a toy example's 290 tokens padding)
                         "sample_height": 8, "sample_width": 8, "sample_frames": 17, "temporal_compression_ratio": 4,
                         "max_text_seq_length": 32},
         "vae": {"block_out_channels": [16, 32, 32], "down_block_types": ["CogVideoXDownBlock3D"] * 3,
