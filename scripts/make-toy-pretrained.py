@@ -26,6 +26,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors.torch import load_file, save_file
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -59,6 +62,24 @@ def drop_build_paths(folder: str) -> None:
                         f.write("\n")
 
 
+def shard_large_weights(folder: str, limit: str = "5MB") -> None:
+    """Split every safetensors file over `limit` into shards with an index, as `save_pretrained(max_shard_size=...)`
+    writes them (from_pretrained reads either form): the repository takes no file over 6 MB."""
+    for root, _, names in os.walk(folder):
+        for name in [n for n in names if n.endswith(".safetensors")]:
+            path = os.path.join(root, name)
+            weights = load_file(path)
+            split = split_torch_state_dict_into_shards(
+                weights, filename_pattern=name.replace(".safetensors", "{suffix}.safetensors"), max_shard_size=limit)
+            if not split.is_sharded:
+                continue
+            for shard, tensor_names in split.filename_to_tensors.items():
+                save_file({t: weights[t] for t in tensor_names}, os.path.join(root, shard), metadata={"format": "pt"})
+            with open(f"{path}.index.json", "w") as f:
+                json.dump({"metadata": split.metadata, "weight_map": split.tensor_to_filename}, f, indent=2)
+            os.remove(path)
+
+
 def ship(src_url: str, dest: str, provenance: dict) -> dict:
     """Copy a model folder to `dest` without our markers, saved configs and build paths; write its provenance."""
     local = models.local_dir(src_url)
@@ -66,6 +87,7 @@ def ship(src_url: str, dest: str, provenance: dict) -> dict:
         staged = os.path.join(tmp, "model")
         shutil.copytree(local, staged, ignore=shutil.ignore_patterns(storage.MARKER, "config.yaml", cli.STARTED))
         drop_build_paths(staged)
+        shard_large_weights(staged)
         with open(os.path.join(staged, zoo.PROVENANCE), "w") as f:
             json.dump(provenance, f, indent=1, sort_keys=True)
         shutil.rmtree(dest, ignore_errors=True)

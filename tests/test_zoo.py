@@ -262,6 +262,9 @@ def test_the_script_that_makes_the_shipped_models_runs_in_a_few_steps(tmp_path):
     assert not os.path.exists(f"{url}/cogvideox-toy/config.yaml"), "run configs stay out of the shipped folder"
     for name in ("cogvideox-toy/model_index.json", "cogvideox-toy/transformer/config.json", "critic-toy/config.json"):
         assert "_name_or_path" not in storage.read_json(f"{out}/{name}"), "no path of the machine that made it"
+    sizes = {os.path.join(d, f): os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(out) for f in names}
+    assert max(sizes.values()) <= 5_000_000, "large weights are sharded: the repository takes no file over 6 MB"
+    assert os.path.exists(f"{out}/cogvideox-toy/transformer/diffusion_pytorch_model.safetensors.index.json")
     models.load_critic(f"{url}/critic-toy")
     pipe = models.load_t2v("cogvideox", f"{url}/cogvideox-toy")
     video = pipe("a red circle moves left on a blue background", num_frames=16, height=32, width=32,
