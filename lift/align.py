@@ -251,8 +251,10 @@ def run(cfg: DictConfig) -> dict:
         pipe.text_encoder.to(dtype)
     cache = LatentCache(cfg.out, cfg)
     latent_urls = cache.fill(examples, pipe, family, cfg, runtime)
-    with torch.no_grad():
-        empty = family.encode_text(pipe, [""], runtime.device)[0].float()
+    empty = None
+    if cfg.caption_dropout > 0:
+        with torch.no_grad():
+            empty = family.encode_text(pipe, [""], runtime.device)[0].float()
     dist.barrier()
     pipe.vae.to("cpu")
     pipe.text_encoder.to("cpu")

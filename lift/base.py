@@ -22,7 +22,7 @@ import tempfile
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from lift import config, dist, logs, models, storage, train, video
+from lift import cli, config, dist, logs, models, storage, train, video
 from lift.score import read_items
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def train_vae(cfg: DictConfig, pipe, urls: list[str], runtime: dist.Runtime) -> 
     return {"vae_steps": counts["steps"], "latent_std": round(std, 4)}
 
 
-OURS = (storage.MARKER, "config.yaml", "_STARTED")  # our markers and saved run configs, not model content
+OURS = (storage.MARKER, cli.STARTED, "config.yaml")  # our markers and saved run configs, not model content
 
 
 def folder_digest(folder: str) -> str:
@@ -85,8 +85,6 @@ def folder_digest(folder: str) -> str:
 
 
 def run(cfg: DictConfig) -> dict:
-    from lift import cli
-
     runtime = dist.init()
     if runtime.distributed:
         raise ValueError("lift base trains a few-MB toy model: run it as one process, not under torchrun")
@@ -97,14 +95,12 @@ def run(cfg: DictConfig) -> dict:
     manifest = storage.join(cfg.data, "manifest.jsonl")
     urls = [item.url for item in read_items(manifest)]
     start = models.local_dir(cfg.start)
-    data = storage.read_marker(cfg.data) or {}
     # The VAE's training depends on the start's VAE, the data and its own settings only: a VAE trained before is
     # reused when just the start's transformer or text encoder changed.
     stage1 = storage.join(cfg.work, "stage1")
     vae_hash = config.config_hash(OmegaConf.merge(
         OmegaConf.masked_copy(cfg, ["data", "frames", "size", "kl_weight", "vae"]),
-        {"start_vae": folder_digest(os.path.join(start, "vae")), "data_sealed": [data.get("time"),
-                                                                               data.get("config_hash")]}))
+        {"start_vae": folder_digest(os.path.join(start, "vae")), "data_sealed": storage.seal(cfg.data)}))
     if not storage.is_complete(stage1, vae_hash):
         torch.manual_seed(cfg.vae.seed)
         pipe = models.load_t2v("cogvideox", cfg.start)

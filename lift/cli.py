@@ -79,9 +79,9 @@ def sealed_inputs(cfg) -> dict[str, str]:
         if key.split(".")[-1] in ("run", "out", "work") or not isinstance(value, str) or "/" not in value:
             continue
         looks_like_file = "." in value.rstrip("/").rsplit("/", 1)[-1]  # prompts.jsonl, release.json
-        marker = storage.read_marker(storage.parent(value) if looks_like_file else value)
-        if marker:
-            inputs[key] = f"{marker.get('config_hash')}@{marker.get('time')}"
+        seal = storage.seal(storage.parent(value) if looks_like_file else value)
+        if seal:
+            inputs[key] = seal
     return inputs
 
 

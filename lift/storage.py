@@ -333,6 +333,12 @@ def read_marker(out_url: str) -> dict | None:
     return read_json(url) if exists(url) else None
 
 
+def seal(url: str) -> str | None:
+    """Identity of a sealed folder's contents, "config hash@time": a rebuilt folder gets a new one; None if unsealed."""
+    marker = read_marker(url)
+    return f"{marker.get('config_hash')}@{marker.get('time')}" if marker else None
+
+
 def is_complete(out_url: str, config_hash: str | None = None) -> bool:
     """True when the folder is sealed, and (if given) sealed by a run of this same config."""
     marker = read_marker(out_url)

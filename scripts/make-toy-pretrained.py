@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lift import cli, logs, models, storage, zoo  # noqa: E402
+from lift import base, cli, logs, models, storage, zoo  # noqa: E402
 
 SEED = 0  # the zoo seed: `lift models toy` checks it against the zoo it writes beside
 SCORER_KEYS = ("answer_format", "frames", "sample_fps")  # how `lift score` prompts the critic: kept in its marker
@@ -85,7 +85,7 @@ def ship(src_url: str, dest: str, provenance: dict) -> dict:
     local = models.local_dir(src_url)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dest))) as tmp:
         staged = os.path.join(tmp, "model")
-        shutil.copytree(local, staged, ignore=shutil.ignore_patterns(storage.MARKER, "config.yaml", cli.STARTED))
+        shutil.copytree(local, staged, ignore=shutil.ignore_patterns(*base.OURS))
         drop_build_paths(staged)
         shard_large_weights(staged)
         with open(os.path.join(staged, zoo.PROVENANCE), "w") as f:
