@@ -195,9 +195,9 @@ class CriticConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         lr=5e-4, warmup_ratio=0.05, max_steps=1200, batch_size=16, activation_checkpointing=False, num_workers=1,
         log_every=50))
-    """The toy recipe of docs/RESULTS.md's critic study (~10 CPU minutes from the caption-pretrained tiny critic;
-    the shipped critic start took it for 2,400 steps on 4,000 clips); LiFT's recipe (lr 1e-5, warmup 0.03,
-    20 epochs, LoRA, frozen vision) is in configs/cluster/critic-qwen2.5-vl-7b.yaml."""
+    """The toy recipe of docs/RESULTS.md's critic accuracy (~10 CPU minutes from the tiny critic pretrained by
+    `lift.zoo.pretrain_critic`; the shipped critic start took it for 2,400 steps on 4,000 clips); LiFT's recipe
+    (lr 1e-5, warmup 0.03, 20 epochs, LoRA, frozen vision) is in configs/cluster/critic-qwen2.5-vl-7b.yaml."""
 
 
 @dataclass

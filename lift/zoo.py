@@ -354,6 +354,8 @@ EFFECTS = {
     "noise": "The frames are grainy.", "blur": "The frames are blurry.", "cast": "The frames have a {tint} tint.",
 }
 """How a pretraining caption names a visual effect of the clip: what is seen, never how bad it is."""
+NO_EFFECT = {"motion": "It moves smoothly.", "fidelity": "The frames are clean."}
+"""The answer to a LiFT question about a clip without an effect of that dimension."""
 
 
 def _effect_names(dimension: str) -> list[str]:
@@ -385,13 +387,16 @@ class _Captions(torch.utils.data.Dataset):
 
     The caption is the scene's prompt; with `effects`, each clip also has, with probability 1/2 each, one motion
     and one fidelity effect of the toy world at a strength drawn uniformly from half its Normal strength to its
-    Bad strength, and the caption names it (EFFECTS). Items: (frames TCHW uint8, caption, scene, effect names,
-    a prompt to show before the question: the clip's own or, half the time, another scene's).
+    Bad strength, and the caption names it (EFFECTS). With probability `questions` the clip is asked one of
+    LiFT's three questions instead, and the answer is what is seen for that dimension alone: the SEEN sentence
+    of the scene, the effect's words, or NO_EFFECT. Items: (frames TCHW uint8, answer, scene, effect names, the
+    user text: a prompt, the clip's own or half the time another scene's, then the question).
     """
 
-    def __init__(self, count: int, seed: int, frames: int, clip_frames: int, size: int, effects: bool = False):
+    def __init__(self, count: int, seed: int, frames: int, clip_frames: int, size: int, effects: bool = False,
+                 questions: float = 0.0):
         self.count, self.seed, self.frames, self.clip_frames, self.size = count, seed, frames, clip_frames, size
-        self.effects = effects
+        self.effects, self.questions = effects, questions
 
     def __len__(self) -> int:
         return self.count
@@ -403,9 +408,9 @@ class _Captions(torch.utils.data.Dataset):
 
         rng = np.random.default_rng([self.seed, 7, i])
         scene = toy.Scene.sample(rng)
-        faults, names, words = [], {}, []
+        faults, names, words, seen = [], {}, [], {}
         for dimension in ("motion", "fidelity"):
-            names[dimension] = "none"
+            names[dimension], seen[dimension] = "none", NO_EFFECT[dimension]
             if not self.effects or rng.random() < 0.5:
                 continue
             defect = [d for d in toy.DEFECTS if d.dimension == dimension][int(rng.integers(4 if dimension ==
@@ -416,11 +421,17 @@ class _Captions(torch.utils.data.Dataset):
             faults.append(toy.Fault(defect.name, strength, tint))
             names[dimension] = defect.name
             words.append(EFFECTS[defect.name].format(tint=tint))
+            seen[dimension] = words[-1]
         clip = toy.render(scene, faults, rng, self.clip_frames, self.size)
-        clip = _as_stored(clip[video.uniform_indices(self.clip_frames, self.frames)])
+        clip = torch.from_numpy(_as_stored(clip[video.uniform_indices(self.clip_frames, self.frames)]))
         caption = " ".join([scene.prompt + ("." if words else ""), *words])
         context = scene.prompt if rng.random() < 0.5 else toy.Scene.sample(rng).prompt
-        return torch.from_numpy(clip).permute(0, 3, 1, 2), caption, scene, names, context
+        question = CAPTION_QUESTION
+        if self.questions and rng.random() < self.questions:
+            dimension = hra.DIMENSIONS[int(rng.integers(len(hra.DIMENSIONS)))]
+            question = hra.QUESTIONS[dimension]
+            caption = seen.get(dimension) or toy.SEEN.format(caption=scene.prompt)
+        return clip.permute(0, 3, 1, 2), caption, scene, names, f"{context} {question}"
 
 
 class _SceneCollate:
@@ -451,7 +462,7 @@ class _CaptionCollate:
 
         texts = [self.processor.apply_chat_template(
             [{"role": "user", "content": [{"type": "video"},
-                                          {"type": "text", "text": f"{item[4]} {CAPTION_QUESTION}"}]},
+                                          {"type": "text", "text": item[4]}]},
              {"role": "assistant", "content": [{"type": "text", "text": item[1]}]}], tokenize=False)
             for item in items]
         enc = critic.encode(self.processor, texts, [item[0] for item in items], self.fps)
@@ -492,10 +503,10 @@ def _fit(params, loss_of, loader, steps: int, lr: float, what: str, start: float
     return last
 
 
-def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 1000, caption_steps: int = 500,
+def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 6000, caption_steps: int = 500,
                     scene_lr: float = 3e-3, caption_lr: float = 1e-3, batch_size: int = 32, frames: int = 4,
                     clip_frames: int = 16, clip_fps: float = 8.0, size: int = 32, effects: bool = True,
-                    seed: int = 0, num_workers: int = 1) -> dict:
+                    questions: float = 0.5, seed: int = 0, num_workers: int = 1) -> dict:
     """A tiny critic that has seen the toy world before it learns to judge it, as LiFT's critic starts from a
     pretrained VLM: the zoo critic at `base_url` trained on toy clips and their captions, written to `out_url` in
     the same transformers layout and sealed with `_SUCCESS`. A folder sealed by the same arguments and base is kept.
@@ -504,17 +515,20 @@ def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 1000, cap
     token (discarded afterwards), learns the scene's colour, shape, count, direction and background, and with
     `effects` which motion and fidelity effect the clip shows, as a vision encoder is pretrained before it goes
     into a VLM (a ViT this small learns shapes, motion and textures far faster from direct targets than through a
-    language model). Stage 2 (`caption_steps`, batches of half that): the whole model learns to answer
-    CAPTION_QUESTION with the caption ("a red circle moves left on a black background. It flickers."), loss on
-    the answer only. Captions say what is seen; no answer rates a clip or says how strong an effect is, and effect
-    strengths are drawn from a continuous range, not the toy ratings' two levels: rating is left to
+    language model; it is still improving at 6,000 steps, and a critic from 1,000 never sees grain or blur:
+    docs/RESULTS.md). Stage 2 (`caption_steps`, batches of half that): the whole model learns to answer
+    CAPTION_QUESTION with the caption ("a red circle moves left on a black background. It flickers."), or with
+    probability `questions` a LiFT question with what is seen for that dimension ("The frames are grainy."),
+    loss on the answer only. Answers say what is seen; none rates a clip or says how strong an effect is, and
+    effect strengths are drawn from a continuous range, not the toy ratings' two levels: rating is left to
     `lift critic`. Clips are `clip_frames` frames of `size` px at `clip_fps`, `frames` of them picked uniformly
     as the critic stages pick them. AdamW, 5% warmup, cosine decay. Returns the marker's counts.
     """
     base_marker = storage.read_marker(base_url) or storage.read_marker(storage.parent(base_url)) or {}
     args = {"scene_steps": scene_steps, "caption_steps": caption_steps, "scene_lr": scene_lr,
             "caption_lr": caption_lr, "batch_size": batch_size, "frames": frames, "clip_frames": clip_frames,
-            "clip_fps": clip_fps, "size": size, "effects": effects, "seed": seed, "question": CAPTION_QUESTION}
+            "clip_fps": clip_fps, "size": size, "effects": effects, "seed": seed, "question": CAPTION_QUESTION,
+            "questions": questions}
     digest = hashlib.sha256(json.dumps({"base": [base_url, base_marker.get("config_hash")], **args},
                                        sort_keys=True).encode()).hexdigest()[:16]
     if storage.is_complete(out_url, digest):
@@ -528,7 +542,8 @@ def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 1000, cap
     model.train()
 
     def loader(stage: int, steps: int, batch: int, collate) -> torch.utils.data.DataLoader:
-        clips = _Captions(steps * batch, seed * 1000 + stage, frames, clip_frames, size, effects)
+        clips = _Captions(steps * batch, seed * 1000 + stage, frames, clip_frames, size, effects,
+                          questions if stage == 2 else 0.0)
         return torch.utils.data.DataLoader(clips, batch_size=batch, collate_fn=collate, num_workers=num_workers,
                                            multiprocessing_context="fork" if num_workers else None)
 

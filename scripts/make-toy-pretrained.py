@@ -7,7 +7,7 @@
     cogvideox-toy   the toy base text-to-video pipeline: the tiny zoo CogVideoX with its VAE and transformer
                     trained on the whole rated toy set, defects included (`lift base`)
 
-    .venv/bin/python scripts/make-toy-pretrained.py                 # ~1 hour on 2 cores; rewrites lift/pretrained/
+    .venv/bin/python scripts/make-toy-pretrained.py                 # ~1.5 hours on 2 cores; rewrites lift/pretrained/
     .venv/bin/python scripts/make-toy-pretrained.py --models cogvideox-toy    # the base alone
     .venv/bin/python scripts/make-toy-pretrained.py --work runs/toy-pretrained --out /tmp/pretrained
 
@@ -105,7 +105,7 @@ def main() -> int:
                     help="base: transformer steps of 8 clips (default: 10000)")
     ap.add_argument("--critic-clips", type=int, default=4000,
                     help="critic: rated clips of its own toy world (default: 4000)")
-    ap.add_argument("--scene-steps", type=int, default=1000, help="critic: vision-probe steps (default: 1000)")
+    ap.add_argument("--scene-steps", type=int, default=6000, help="critic: vision-probe steps (default: 6000)")
     ap.add_argument("--caption-steps", type=int, default=500, help="critic: caption steps (default: 500)")
     ap.add_argument("--critic-steps", type=int, default=2400,
                     help="critic: `lift critic` steps of 16 rated examples (default: 2400)")

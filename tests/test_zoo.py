@@ -194,6 +194,28 @@ def test_pretrained_critic_in_a_few_steps_and_skipped_when_sealed(zoo_dir, tmp_p
     assert storage.read_marker(out)["time"] == marker["time"]
 
 
+def test_pretraining_asks_lift_questions_answered_with_what_is_seen():
+    from lift import hra, toy
+
+    captions = zoo._Captions(30, 5, 4, 16, 32, effects=True)
+    assert all(item[4].endswith(zoo.CAPTION_QUESTION) for item in map(captions.__getitem__, range(30)))
+    asked = zoo._Captions(30, 5, 4, 16, 32, effects=True, questions=1.0)
+    seen = {d: 0 for d in hra.DIMENSIONS}
+    for i in range(30):
+        frames, answer, scene, names, text = asked[i]
+        assert torch.equal(frames, captions[i][0]) and names == captions[i][3]  # the same clip either way
+        dimension = next(d for d in hra.DIMENSIONS if text.endswith(hra.QUESTIONS[d]))
+        seen[dimension] += 1
+        if dimension == "semantic":
+            assert answer == toy.SEEN.format(caption=scene.prompt)
+        elif names[dimension] == "none":
+            assert answer == zoo.NO_EFFECT[dimension]
+        else:
+            assert answer.split()[-1].rstrip(".") in zoo.EFFECTS[names[dimension]]
+            assert not any(label.lower() in answer.lower() for label in hra.LABELS)  # says what, never how bad
+    assert min(seen.values()) > 0
+
+
 def test_pretraining_clips_look_like_stored_ones():
     import numpy as np
 
