@@ -408,7 +408,7 @@ class _Captions(torch.utils.data.Dataset):
 
         rng = np.random.default_rng([self.seed, 7, i])
         scene = toy.Scene.sample(rng)
-        faults, names, words, seen = [], {}, [], {}
+        faults, names, words, seen = [], {}, [], {"semantic": toy.SEEN.format(caption=scene.prompt)}
         for dimension in ("motion", "fidelity"):
             names[dimension], seen[dimension] = "none", NO_EFFECT[dimension]
             if not self.effects or rng.random() < 0.5:
@@ -430,7 +430,7 @@ class _Captions(torch.utils.data.Dataset):
         if self.questions and rng.random() < self.questions:
             dimension = hra.DIMENSIONS[int(rng.integers(len(hra.DIMENSIONS)))]
             question = hra.QUESTIONS[dimension]
-            caption = seen.get(dimension) or toy.SEEN.format(caption=scene.prompt)
+            caption = seen[dimension]
         return clip.permute(0, 3, 1, 2), caption, scene, names, f"{context} {question}"
 
 
