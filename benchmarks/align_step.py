@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-
 from _common import cpu_seconds  # noqa: E402
 
 # THUDM/CogVideoX-2b transformer/config.json (and -5b: 48 heads, 42 layers, rotary positions)
@@ -80,14 +79,16 @@ def step_flops(fwd: dict, checkpointing: bool) -> tuple[float, float]:
 def toy_examples(n: int, folder: str) -> list:
     import numpy as np
 
-    from lift import align, toy, video
+    from lift.io import video
+    from lift.stages import align
+    from lift.toy import world
 
     rng = np.random.default_rng(0)
     examples = []
     for i in range(n):
-        scene = toy.Scene.sample(rng)
+        scene = world.Scene.sample(rng)
         url = f"file://{folder}/v{i:03d}.mp4"
-        video.write_video(url, toy.render(scene, rng=rng, frames=16, size=32), fps=8)
+        video.write_video(url, world.render(scene, rng=rng, frames=16, size=32), fps=8)
         examples.append(align.Example(f"v{i:03d}", url, scene.prompt, 1.0, 0.9 if i % 2 else 0.05))
     return examples
 
@@ -136,7 +137,9 @@ def bare_loop(model, batches, pipe, family, cfg, steps: int, device: torch.devic
 
 
 def fit_loop(model, dataset, pipe, family, cfg, out_url: str) -> list[float]:
-    from lift import align, dist, train
+    from lift.core import dist
+    from lift.stages import align
+    from lift.train import loop
 
     marks = []
     device = dist.init().device
@@ -147,7 +150,7 @@ def fit_loop(model, dataset, pipe, family, cfg, out_url: str) -> list[float]:
         marks.append((time.perf_counter(), time.process_time()))
         return inner(m, batch, step)
 
-    train.fit(model=model, dataset=dataset, collate=align.collate, loss_fn=loss_fn, cfg=cfg, out_url=out_url,
+    loop.fit(model=model, dataset=dataset, collate=align.collate, loss_fn=loss_fn, cfg=cfg, out_url=out_url,
               fingerprint={"bench": 1}, runtime=dist.init())
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
 
@@ -155,7 +158,10 @@ def fit_loop(model, dataset, pipe, family, cfg, out_url: str) -> list[float]:
 def cache_reruns(examples: list, tmp: str, epochs: int) -> dict:
     """`lift align` (align.run) twice on the same rollouts and output folder, the second time after its checkpoints
     and model were deleted (as after a change of trainer settings): the second run finds every latent cached."""
-    from lift import align, config, families, storage
+    from lift import stages
+    from lift.io import storage
+    from lift.models import families
+    from lift.stages import align
 
     folder = f"{tmp}/rollouts"
     manifest, scores = [], []
@@ -168,7 +174,7 @@ def cache_reruns(examples: list, tmp: str, epochs: int) -> dict:
                                   "labels": {d: label for d in ("semantic", "motion", "fidelity")}}))
     storage.write_text(f"{folder}/manifest.jsonl", "\n".join(manifest) + "\n")
     storage.write_text(f"{tmp}/scores/scores.jsonl", "\n".join(scores) + "\n")
-    cfg = config.load("align", None, [f"model.name_or_path={tmp}/cogvideox", f"out={tmp}/rerun", f"rollouts={folder}",
+    cfg = stages.load("align", None, [f"model.name_or_path={tmp}/cogvideox", f"out={tmp}/rerun", f"rollouts={folder}",
                                       f"scores={tmp}/scores", "real=null", "frames=16", "height=32", "width=32",
                                       f"trainer.epochs={epochs}", "trainer.checkpoint_every=0",
                                       "trainer.log_every=1000", "trainer.warmup_steps=2"])
@@ -197,13 +203,17 @@ def cache_reruns(examples: list, tmp: str, epochs: int) -> dict:
 
 
 def overhead_and_cache(args, tmp: str) -> dict:
-    from lift import align, config, dist, families, models, zoo
+    from lift import models, stages
+    from lift.core import dist
+    from lift.models import families
+    from lift.stages import align
+    from lift.toy import zoo
 
     torch.manual_seed(0)
     zoo.build_cogvideox(f"{tmp}/cogvideox", seed=0)
     examples = toy_examples(args.clips, f"{tmp}/clips")
     cache = cache_reruns(examples, tmp, args.epochs)
-    cfg = config.load("align", None, [f"model.name_or_path={tmp}/cogvideox", f"out={tmp}/align", "frames=16",
+    cfg = stages.load("align", None, [f"model.name_or_path={tmp}/cogvideox", f"out={tmp}/align", "frames=16",
                                       "height=32", "width=32", f"trainer.max_steps={args.steps}",
                                       "trainer.checkpoint_every=0", "trainer.log_every=1000",
                                       "trainer.warmup_steps=2"])
@@ -213,7 +223,7 @@ def overhead_and_cache(args, tmp: str) -> dict:
     warm_cache = align.LatentCache(cfg.out, cfg)
     urls = warm_cache.fill(examples, pipe, family, cfg, runtime)
 
-    # (1) the same steps through train.fit and through a bare loop
+    # (1) the same steps through loop.fit and through a bare loop
     transformer = pipe.transformer
     if cfg.trainer.activation_checkpointing:
         transformer.enable_gradient_checkpointing()
@@ -263,7 +273,7 @@ def overhead_and_cache(args, tmp: str) -> dict:
 def fake_pipe(device):
     from diffusers import CogVideoXDDIMScheduler
 
-    from lift import zoo
+    from lift.toy import zoo
 
     return SimpleNamespace(scheduler=CogVideoXDDIMScheduler(**zoo.SPEC["cogvideox"]["scheduler"]),
                            vae_scale_factor_spatial=8)
@@ -274,7 +284,7 @@ def train_steps(cfg: dict, shape: tuple[int, int, int], batch: int, checkpointin
     """Step times of the CogVideoX transformer with random weights on random latents, AdamW, the family loss."""
     from diffusers import CogVideoXTransformer3DModel
 
-    from lift import families
+    from lift.models import families
 
     family = families.get("cogvideox")
     torch.manual_seed(0)
@@ -320,7 +330,7 @@ def counted_flops(cfg: dict, shape, batch: int) -> float:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lift import families
+    from lift.models import families
 
     torch.manual_seed(0)
     model = CogVideoXTransformer3DModel(**cfg)

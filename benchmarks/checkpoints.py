@@ -11,7 +11,7 @@ block=True)`: DCP planning, each rank's shard objects written through fsspec, `.
 The baseline moves the very bytes of each rank's shard objects, as one object per rank, with `s3fs.pipe_file` /
 `cat_file`, on all ranks at once. Ratio = raw seconds / DCP seconds (>= 0.70 wanted).
 
-Part 2 (stall): `train.fit` on the same model with `checkpoint_every=4`, once with `async_checkpoint=false` and
+Part 2 (stall): `loop.fit` on the same model with `checkpoint_every=4`, once with `async_checkpoint=false` and
 once with `true`. Stall of a checkpoint = time the training loop is blocked in `Checkpointer.save` and
 `Checkpointer.wait`, plus how much longer the step that overlaps the upload took than the median step.
 Ratios (<= 0.10 wanted): async / sync blocked time, and async / sync step time lost. On a GPU node the upload
@@ -66,12 +66,13 @@ def _collate(items):
 
 def worker(args) -> None:
     import torch
-
-    from _common import cpu_seconds, process_cpu_seconds
     import torch.distributed as torch_dist
+    from _common import cpu_seconds, process_cpu_seconds
 
-    from lift import checkpoint, dist, storage, train
-    from lift.config import TrainerConfig
+    from lift.config.schema import TrainerConfig
+    from lift.core import dist
+    from lift.io import storage
+    from lift.train import checkpoint, loop, optim, parallel
 
     torch.set_num_threads(1)
     runtime = dist.init()
@@ -90,12 +91,12 @@ def worker(args) -> None:
     # ---- part 1: DCP vs raw bytes --------------------------------------------------------------------------
     cfg = TrainerConfig(lr=1e-4, batch_size=8, mixed_precision="fp32", checkpoint_every=0)
     model = build_model(args.params_m)
-    model = train.shard_model(model, list(model), runtime, cfg)
+    model = parallel.shard_model(model, list(model), runtime, cfg)
     params = list(model.parameters())
-    opt = train.build_optimizer(params, cfg, runtime.device)
+    opt = optim.build_optimizer(params, cfg, runtime.device)
     model(torch.randn(4, 1024)).square().mean().backward()
     opt.step()  # materialise the AdamW moments
-    sched = train.build_scheduler(opt, cfg, 10)
+    sched = optim.build_scheduler(opt, cfg, 10)
     state = checkpoint.TrainState(model, opt, sched, trainable_only=False)
     ck_url = storage.join(args.url, "part1")
     ckpt = checkpoint.Checkpointer(ck_url, {"bench": 1}, keep=1, async_save=False)
@@ -116,7 +117,7 @@ def worker(args) -> None:
         sizes = dist.all_gather_objects(size)
         rows.append({"save_s": save_s, "load_s": load_s, "raw_put_s": put_s, "raw_get_s": get_s,
                      "bytes": sum(sizes)})
-    # ---- part 2: stall in train.fit ------------------------------------------------------------------------
+    # ---- part 2: stall in loop.fit ------------------------------------------------------------------------
     stalls = {}
     for mode in ("sync", "async"):
         blocked: list[tuple[str, int, float]] = []
@@ -144,7 +145,7 @@ def worker(args) -> None:
         tcfg = TrainerConfig(lr=1e-4, batch_size=args.batch, max_steps=args.steps, checkpoint_every=args.every,
                              keep_checkpoints=1, log_every=1000, num_workers=0, mixed_precision="fp32",
                              async_checkpoint=mode == "async", warmup_steps=0)
-        fit_model = train.shard_model(fit_model, list(fit_model), runtime, tcfg)
+        fit_model = parallel.shard_model(fit_model, list(fit_model), runtime, tcfg)
 
         def loss_fn(m, batch, step):
             marks.append(time.perf_counter())
@@ -155,7 +156,7 @@ def worker(args) -> None:
 
         moto0, cpu0, wall0 = process_cpu_seconds(), cpu_seconds(children=False), time.perf_counter()
         try:
-            train.fit(model=fit_model, dataset=_Rows(args.batch * world * (args.steps + 1), 1024), collate=_collate,
+            loop.fit(model=fit_model, dataset=_Rows(args.batch * world * (args.steps + 1), 1024), collate=_collate,
                       loss_fn=loss_fn, cfg=tcfg, out_url=storage.join(args.url, f"fit-{mode}"),
                       fingerprint={"bench": mode}, runtime=runtime)
         finally:
@@ -196,7 +197,8 @@ def main() -> None:
         return worker(args)
 
     from _common import moto_s3, ratio_line, save_result
-    from lift.checkpoint import _WRITE_STREAMS
+
+    from lift.train.checkpoint import _WRITE_STREAMS
 
     with moto_s3() as prefix, tempfile.TemporaryDirectory() as tmp:
         result = os.path.join(tmp, "result.json")
@@ -223,7 +225,7 @@ def main() -> None:
     stall = {m: max(r["stall_s"] for r in ranks) for m, ranks in out["stall"].items()}
     blocked = {m: max(r["blocked_s"] for r in ranks) for m, ranks in out["stall"].items()}
     step = statistics.mean(r["median_step_s"] for r in out["stall"]["sync"])
-    print(f"train.fit, checkpoint every {args.every} steps, median step {step:.3f} s:")
+    print(f"loop.fit, checkpoint every {args.every} steps, median step {step:.3f} s:")
     for m in ("sync", "async"):
         print(f"  {m:<6} blocked in checkpoint calls {blocked[m]:.3f} s, stall (step time lost) {stall[m]:.3f} s "
               f"per checkpoint;  calls rank 0: {out['stall'][m][0]['calls']}")

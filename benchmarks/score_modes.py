@@ -27,14 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-
 from _common import Clock, ratio_line, save_result  # noqa: E402
-from lift import hra, score, storage, video  # noqa: E402
+
+from lift.data import hra
+from lift.io import storage, video
+from lift.models import scoring
 
 
-def measure(critic_url: str, items: list[score.Item], truth: list[dict], frames_per_video: int | None,
+def measure(critic_url: str, items: list[scoring.Item], truth: list[dict], frames_per_video: int | None,
             batch_size: int, max_new_tokens: int, answer_tokens: int | None = None) -> dict:
-    scorer = score.Scorer(critic_url, torch.device("cpu"), answer_tokens or max_new_tokens)
+    scorer = scoring.Scorer(critic_url, torch.device("cpu"), answer_tokens or max_new_tokens)
     if answer_tokens:  # every generated answer exactly this long: the label still opens it, the rest is filler
         scorer.model.generation_config.min_new_tokens = answer_tokens
     frames_n = frames_per_video or scorer.frames
@@ -93,7 +95,7 @@ def main() -> None:
     args = ap.parse_args()
     manifest = storage.join(args.data, "manifest.jsonl")
     records = [r for r in hra.load_manifest(manifest) if r.split == args.split][:args.videos]
-    items = [score.Item(r.id, r.video, hra.video_url(manifest, r), r.prompt) for r in records]
+    items = [scoring.Item(r.id, r.video, hra.video_url(manifest, r), r.prompt) for r in records]
     results = []
     for url in args.critic:
         runs = [measure(url, items, [rec.labels for rec in records], args.frames, args.batch_size,

@@ -46,9 +46,10 @@ def write_rollouts(folder: str, clips: list[str]) -> str:
 def naive(scorer, items, how: str):
     """Wall and CPU seconds of a naive loop over `items`: "video", "question" or "generate" (module docstring)."""
     import torch
-
     from _common import Clock
-    from lift import hra, video
+
+    from lift.data import hra
+    from lift.io import video
 
     with torch.inference_mode(), Clock() as clock:
         for it in items:
@@ -68,11 +69,13 @@ def worker(args) -> None:
     """Under torchrun: `lift score` (score.run) on the rollouts; rank 0 writes its wall time."""
     import torch
 
-    from lift import config, dist, score
+    from lift import stages
+    from lift.core import dist
+    from lift.stages import score
 
     torch.set_num_threads(1)
     runtime = dist.init()
-    cfg = config.load("score", None, [f"rollouts={args.rollouts}", f"critic={args.critic}", f"out={args.out}",
+    cfg = stages.load("score", None, [f"rollouts={args.rollouts}", f"critic={args.critic}", f"out={args.out}",
                                       "mode=logits", "batch_size=8"])
     dist.barrier()
     t0 = time.perf_counter()
@@ -95,17 +98,19 @@ def main() -> None:
         return worker(args)
 
     import torch
-
     from _common import Clock, cpu_seconds, ratio_line, save_result
-    from lift import dist, score, zoo
     from video_loading import make_clips
+
+    from lift.core import dist
+    from lift.models import scoring
+    from lift.toy import zoo
 
     with tempfile.TemporaryDirectory(prefix="lift-bench-score-") as tmp:
         critic_dir = f"{tmp}/critic"
         zoo.build_critic(critic_dir, seed=0)
         rollouts = write_rollouts(f"{tmp}/rollouts", make_clips(args.videos, 16, 32, 32))
-        items = score.read_items(f"{rollouts}/manifest.jsonl")
-        scorer = score.Scorer(critic_dir, torch.device("cpu"))
+        items = scoring.read_items(f"{rollouts}/manifest.jsonl")
+        scorer = scoring.Scorer(critic_dir, torch.device("cpu"))
         runtime = dist.init()
         # One intra-op thread, as torchrun gives each rank: on 2 shared cores, 2 OpenMP threads beside the decode
         # workers made every path 3-5x slower (measured), which would only blur the comparison.
@@ -117,13 +122,13 @@ def main() -> None:
                   "naive_per_question": (args.naive, naive(scorer, items[:args.naive], "question")),
                   "naive_per_video": (args.naive, naive(scorer, items[:args.naive], "video"))}
         with Clock() as clock:  # decode workers are reaped at the end of the shard: their CPU is counted
-            records = score.score_sharded(items, scorer, f"{tmp}/scores-inproc", "logits", 8, 1, runtime,
+            records = scoring.score_sharded(items, scorer, f"{tmp}/scores-inproc", "logits", 8, 1, runtime,
                                           lambda it, r: {"id": it.id, **r})
         assert len(records) == len(items)
         clocks["batched"] = (len(items), clock)
         scorer._precomputed_video = False  # A/B: the vision tower once per question, as before
         with Clock() as clock:
-            score.score_sharded(items, scorer, f"{tmp}/scores-ab", "logits", 8, 1, runtime, lambda it, r: {})
+            scoring.score_sharded(items, scorer, f"{tmp}/scores-ab", "logits", 8, 1, runtime, lambda it, r: {})
         clocks["batched_vision_per_question"] = (len(items), clock)
         scorer._precomputed_video = True
         rates = {k: n / c.wall for k, (n, c) in clocks.items()}

@@ -37,12 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from _common import Clock, cpu_seconds, moto_s3, process_cpu_seconds, ratio_line, save_result  # noqa: E402
-from lift import critic, score, storage, video, zoo  # noqa: E402
-from lift.config import TrainerConfig  # noqa: E402
 
-WORKERS = 2  # DataLoader worker processes of both loaders (score.frame_loader's default; critic_loader's config)
+from lift.config.schema import TrainerConfig
+from lift.io import storage, video
+from lift.models import critic, scoring
+from lift.toy import zoo
+
+WORKERS = 2  # DataLoader worker processes of both loaders (scoring.frame_loader's default; critic_loader's config)
 
 
 def synthetic_clip(index: int, frames: int, height: int, width: int) -> np.ndarray:
@@ -108,22 +110,22 @@ def _run_loader(make_loader, repeats: int, frames_per_clip: int, count) -> dict:
 def score_loader(urls: list[str], repeats: int, frames_per_clip: int) -> dict:
     """`lift score`'s loader exactly as the stage builds it (8 frames per video, batch 8, 2 workers, prefetch), over
     one shard that holds the clips `repeats` times (the stage makes one loader per shard and reads it once)."""
-    items = [score.Item(f"v{i}", u, u, "a red disc moves right") for i, u in enumerate(urls * repeats)]
-    return _run_loader(lambda: score.frame_loader(items, frames=8, batch_size=8), 1, frames_per_clip, len)
+    items = [scoring.Item(f"v{i}", u, u, "a red disc moves right") for i, u in enumerate(urls * repeats)]
+    return _run_loader(lambda: scoring.frame_loader(items, frames=8, batch_size=8), 1, frames_per_clip, len)
 
 
 def critic_loader(urls: list[str], repeats: int, frames_per_clip: int, processor_dir: str) -> dict:
-    """`lift critic`'s training loader as `train.fit` builds it: (video, dimension) examples, 8 frames, the
+    """`lift critic`'s training loader as `loop.fit` builds it: (video, dimension) examples, 8 frames, the
     processor's collate (resize, patchify, tokenise, mask), batch 4, 2 workers."""
     examples = [critic.Example(u, "a red disc moves right", "motion", "Good. The motion is smooth.", f"v{i}")
                 for i, u in enumerate(urls)]
     dataset = critic.Examples(examples, frames=8)
     cfg = TrainerConfig(batch_size=4, num_workers=WORKERS)
-    from lift import train
+    from lift.train import loop, sampler
 
-    sampler = train.GlobalBatchSampler(len(dataset), cfg.batch_size, 0, 1, seed=0)
+    sampler = sampler.GlobalBatchSampler(len(dataset), cfg.batch_size, 0, 1, seed=0)
     collate = critic.Collate(processor_dir, fps=4.0)
-    return _run_loader(lambda: train.make_loader(dataset, sampler, collate, cfg, torch.device("cpu")), repeats,
+    return _run_loader(lambda: loop.make_loader(dataset, sampler, collate, cfg, torch.device("cpu")), repeats,
                        frames_per_clip, lambda b: len(b["ids"]))
 
 
@@ -143,7 +145,7 @@ def first_read_cpu(url: str, freeze: bool) -> float:
     """CPU-seconds of a freshly forked process reading one clip's bytes, as a DataLoader worker's first item does
     (from s3://: a new aiobotocore client, since fsspec drops its instances and event loop at fork). `freeze`: the
     worker first hides the inherited objects from the garbage collector, as `lift.train.make_loader`'s workers do
-    (`score.frame_loader`'s do not: the client's creation then triggers a full collection over the parent's heap)."""
+    (`scoring.frame_loader`'s do not: the client's creation then triggers a full collection over the parent's heap)."""
     children = cpu_seconds() - cpu_seconds(children=False)
     pid = os.fork()
     if pid == 0:

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 
 from torchx import specs
 
-from lift.launch import DEFAULT_IMAGE, stage_app
+from lift.launch.component import DEFAULT_IMAGE, stage_app
 
 
 def align(

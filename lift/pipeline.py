@@ -14,42 +14,44 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from lift import config, logs, storage
+from lift import stages
+from lift.core import logs
+from lift.io import storage
+from lift.report import report
+from lift.stages import STAGES, runner
+from lift.toy import zoo
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, force: bool = False) -> list[str]:
-    """Returns the stages that ran or were found complete; stops early, with a warning, at one not built yet."""
-    from lift import cli
-
-    storage.write_text(storage.join(cfg.run, "config.yaml"), config.OmegaConf.to_yaml(cfg, resolve=True))
-    sections = {stage: config.section(cfg, stage) for stage in ["base", *cli.PIPELINE_ORDER]}
+    """Runs every stage in registry order, then the report; returns the stages that ran or were found complete."""
+    storage.write_text(storage.join(cfg.run, "config.yaml"), OmegaConf.to_yaml(cfg, resolve=True))
+    sections = {name: stages.section(cfg, name) for name in STAGES}
     done = []
-    data = sections["data"]
-    cli.run_stage("data", cli.DATA_COMMANDS[data.source], data, force=force)
-    done.append("data")
-    zoo = storage.join(cfg.run, "models")
-    if any(str(p).startswith(zoo + "/") for p in (sections["critic"].model.name_or_path, sections["base"].start)):
-        from lift import zoo as tiny
+    for name in STAGES:
+        if name == "base" and not _needs_base(sections):
+            continue
+        runner.run_stage(name, sections[name], force=force)
+        done.append(name)
+        if name == "data" and _uses_zoo(cfg.run, sections):
+            zoo.write_tiny(storage.join(cfg.run, "models"))
+            zoo.write_toy(storage.join(cfg.run, "models"))
+            done.append("models")
+    url = report.write_report(cfg.run)
+    logs.event(log, "pipeline: report written", report=url)
+    return [*done, "report"]
 
-        tiny.write_tiny(zoo)
-        tiny.write_toy(zoo)
-        done.append("models")
-    uses_base = sections["generate"].model.name_or_path == sections["base"].out
-    if data.source == "toy" and uses_base:
-        cli.run_stage("base", cli.STAGES["base"], sections["base"], force=force)
-        done.append("base")
-    for stage in cli.PIPELINE_ORDER[1:]:
-        if cli.STAGES[stage] is None:
-            log.warning("pipeline: stopping before '%s': not built yet", stage)
-            return done
-        cli.run_stage(stage, cli.STAGES[stage], sections[stage], force=force)
-        done.append(stage)
-    if cli.REPORT is not None:
-        url = cli._resolve(cli.REPORT, "lift report")(cfg.run)
-        logs.event(log, "pipeline: report written", report=url)
-        done.append("report")
-    return done
+
+def _uses_zoo(run: str, sections: dict[str, DictConfig]) -> bool:
+    """The critic or the base starts from the tiny zoo under RUN/models (the toy default)."""
+    zoo_url = storage.join(run, "models")
+    return any(str(p).startswith(zoo_url + "/") for p in (sections["critic"].model.name_or_path,
+                                                          sections["base"].start))
+
+
+def _needs_base(sections: dict[str, DictConfig]) -> bool:
+    """The toy world's base model is made only when the rollouts sample it (a real run names its base model)."""
+    return sections["data"].source == "toy" and sections["generate"].model.name_or_path == sections["base"].out

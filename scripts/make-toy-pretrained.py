@@ -32,7 +32,11 @@ from safetensors.torch import load_file, save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lift import base, cli, logs, models, storage, zoo  # noqa: E402
+from lift import cli, models
+from lift.core import logs
+from lift.io import storage
+from lift.stages import base
+from lift.toy import zoo
 
 SEED = 0  # the zoo seed: `lift models toy` checks it against the zoo it writes beside
 SCORER_KEYS = ("answer_format", "frames", "sample_fps")  # how `lift score` prompts the critic: kept in its marker
@@ -126,7 +130,8 @@ def main() -> int:
         ratings = storage.join(work, "critic-data")  # a toy world of its own: no run's clips are in it
         if cli.main(["data", "toy", ratings, f"toy.num_clips={args.critic_clips}", f"seed={RATINGS_SEED}"]):
             return 1
-        if cli.main(["critic", f"run={work}", f"data={ratings}", f"model.name_or_path={captions}",
+        if cli.main(["critic", "--config", str(ROOT / "configs" / "local" / "critic-accuracy.yaml"), f"run={work}",
+                     f"data={ratings}", f"model.name_or_path={captions}",
                      f"trainer.max_steps={args.critic_steps}", f"trainer.num_workers={args.workers}"]):
             return 1
         counts = {"captions": caption_counts, "ratings": storage.read_marker(storage.join(work, "critic"))["counts"]}
@@ -137,7 +142,7 @@ def main() -> int:
     if "cogvideox-toy" in args.models:
         if cli.main(["data", "toy", storage.join(work, "data"), f"toy.num_clips={args.clips}", f"seed={SEED}"]):
             return 1
-        if cli.main(["base", f"run={work}", "train=true", f"vae.max_steps={args.vae_steps}",
+        if cli.main(["base", f"run={work}", f"start={work}/models/cogvideox", "train=true", f"vae.max_steps={args.vae_steps}",
                      f"transformer.max_steps={args.transformer_steps}", f"vae.num_workers={args.workers}",
                      f"transformer.num_workers={args.workers}"]):
             return 1

@@ -22,8 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lift import evaluate, storage  # noqa: E402
-from lift.hra import DIMENSIONS  # noqa: E402
+from lift.data.hra import DIMENSIONS
+from lift.io import storage
+from lift.stages import evaluate
 
 
 def seed_overrides(seed: int) -> list[str]:

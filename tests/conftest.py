@@ -66,7 +66,7 @@ def root_url(request, tmp_path) -> str:
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory) -> str:
     """The tiny model zoo, built once per session into a plain local folder."""
-    from lift import zoo
+    from lift.toy import zoo
 
     out = str(tmp_path_factory.mktemp("zoo"))
     zoo.write_tiny(out, seed=0)
@@ -76,11 +76,12 @@ def zoo_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> str:
     """A small toy world (manifest, videos, prompts, real set), built once per session."""
-    from lift import cli, config
+    from lift import stages
+    from lift.stages import runner
 
     out = str(tmp_path_factory.mktemp("toy") / "data")
-    cfg = config.load("data", None, [f"out={out}", "toy.num_clips=24", "toy.num_prompts=6", "toy.num_real=8"])
-    cli.run_stage("data", cli.DATA_COMMANDS["toy"], cfg)
+    cfg = stages.load("data", None, [f"out={out}", "toy.num_clips=24", "toy.num_prompts=6", "toy.num_real=8"])
+    runner.run_stage("data", cfg)
     return out
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lift import pytorchjob
+from lift.launch import pytorchjob
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT.parent / "shared" / "k8s" / "kubeflow.org_pytorchjobs.yaml"

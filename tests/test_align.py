@@ -12,7 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from lift import align, cli, config, generate, models, storage, video
+from lift import models, stages
+from lift.data import prompts
+from lift.io import storage, video
+from lift.models import sampling
+from lift.stages import align, runner
 
 PROMPTS = [{"id": "p0", "prompt": "a red circle moves left on a blue background"},
            {"id": "p1", "prompt": "a green square moves up on a black background"}]
@@ -23,10 +27,10 @@ TRAIN = ["trainer.max_steps=4", "trainer.batch_size=2", "trainer.checkpoint_ever
 
 def _write_rollouts(root: str, zoo_dir: str, family: str = "cogvideox") -> str:
     storage.write_text(f"{root}/prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
-    cfg = config.load("generate", None, [f"prompts={root}/prompts.jsonl", f"out={root}/rollouts",
+    cfg = stages.load("generate", None, [f"prompts={root}/prompts.jsonl", f"out={root}/rollouts",
                                          f"model.family={family}", f"model.name_or_path={zoo_dir}/{family}",
                                          "videos_per_prompt=2", *SAMPLING])
-    cli.run_stage("generate", cli.STAGES["generate"], cfg)
+    runner.run_stage("generate", cfg)
     return f"{root}/rollouts"
 
 
@@ -47,20 +51,20 @@ def test_generation_is_deterministic_per_video(family, zoo_dir, tmp_path):
     manifest = [json.loads(x) for x in storage.read_text(f"{rollouts}/manifest.jsonl").splitlines()]
     assert sorted(m["id"] for m in manifest) == ["p0-000", "p0-001", "p1-000", "p1-001"]
     first = manifest[0]
-    assert first["seed"] == generate.video_seed(0, first["prompt_id"], first["index"])
-    sampling = config.load("generate", None, SAMPLING).sampling
-    pipe = generate.load_pipeline(family, f"{zoo_dir}/{family}", sampling, torch.device("cpu"))
+    assert first["seed"] == sampling.video_seed(0, first["prompt_id"], first["index"])
+    sampling = stages.load("generate", None, SAMPLING).sampling
+    pipe = sampling.load_pipeline(family, f"{zoo_dir}/{family}", sampling, torch.device("cpu"))
     second = manifest[1]
-    batched = generate.sample(pipe, family, [first["prompt"], second["prompt"]], [first["seed"], second["seed"]],
+    batched = sampling.sample(pipe, family, [first["prompt"], second["prompt"]], [first["seed"], second["seed"]],
                               sampling, torch.device("cpu"))
-    alone = generate.sample(pipe, family, [first["prompt"]], [first["seed"]], sampling, torch.device("cpu"))[0]
+    alone = sampling.sample(pipe, family, [first["prompt"]], [first["seed"]], sampling, torch.device("cpu"))[0]
     # batched float math may round a pixel differently, never more
     assert np.abs(alone.astype(int) - batched[0].astype(int)).max() <= 2, "a video does not depend on its batch"
     assert video.read_video(f"{rollouts}/{first['video']}").shape == alone.shape
     again = _write_rollouts(str(tmp_path / "b"), zoo_dir, family)
     for m in manifest:
         assert storage.read_bytes(f"{rollouts}/{m['video']}") == storage.read_bytes(f"{again}/{m['video']}")
-    other = generate.sample(pipe, family, [first["prompt"]], [first["seed"] + 1], sampling, torch.device("cpu"))[0]
+    other = sampling.sample(pipe, family, [first["prompt"]], [first["seed"] + 1], sampling, torch.device("cpu"))[0]
     assert not np.array_equal(alone, other)
 
 
@@ -68,13 +72,13 @@ def test_prompt_file_errors(tmp_path):
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"id": "a", "prompt": "x"}\n{"id": "a"}\n')
     with pytest.raises(ValueError, match=r"p\.jsonl:2: not a"):
-        generate.read_prompts(str(bad))
+        prompts.read_prompts(str(bad))
     bad.write_text("")
     with pytest.raises(ValueError, match="prompt file is empty"):
-        generate.read_prompts(str(bad))
+        prompts.read_prompts(str(bad))
     txt = tmp_path / "p.txt"
     txt.write_text("one\n\ntwo\n")
-    assert generate.read_prompts(str(txt)) == [{"id": "000001", "prompt": "one"}, {"id": "000003", "prompt": "two"}]
+    assert prompts.read_prompts(str(txt)) == [{"id": "000001", "prompt": "one"}, {"id": "000003", "prompt": "two"}]
 
 
 def test_zero_weight_contributes_no_gradient():
@@ -87,7 +91,7 @@ def test_zero_weight_contributes_no_gradient():
 
 
 def test_zero_reward_batch_leaves_transformer_untouched(zoo_dir):
-    from lift import families
+    from lift.models import families
 
     pipe = models.load_t2v("cogvideox", f"{zoo_dir}/cogvideox")
     family = families.get("cogvideox")
@@ -101,7 +105,7 @@ def test_zero_reward_batch_leaves_transformer_untouched(zoo_dir):
 
 
 def test_caption_dropout_trains_on_the_empty_prompt_for_its_share_of_examples(zoo_dir):
-    from lift import families
+    from lift.models import families
 
     pipe = models.load_t2v("cogvideox", f"{zoo_dir}/cogvideox")
     family = families.get("cogvideox")
@@ -127,7 +131,7 @@ def test_caption_dropout_trains_on_the_empty_prompt_for_its_share_of_examples(zo
 
 
 def _align_cfg(root: str, zoo: str, *extra: str):
-    return config.load("align", None, [f"rollouts={root}/rollouts", f"scores={root}/scores", f"out={root}/align",
+    return stages.load("align", None, [f"rollouts={root}/rollouts", f"scores={root}/scores", f"out={root}/align",
                                        f"model.name_or_path={zoo}/cogvideox", "real=null", *TRAIN, *extra])
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import shutil
 
-from lift import cli, storage, zoo
+from lift import cli
+from lift.io import storage
+from lift.toy import zoo
 
 
 def _weights(folder: str, component: str) -> bytes:

@@ -29,7 +29,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from checkov_scan import CHECKOV_SKIPS, describe, pods_from_job, run_checkov
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -313,7 +312,7 @@ def test_pytorchjobs_round_trip_through_kubeflow_sdk(source):
 @pytest.mark.parametrize("source", SOURCES)
 def test_stage_configs_load_and_commands_parse_with_lift(source, tmp_path):
     """Each stage's config file and command line, read the way the container reads them."""
-    from lift import cli, config
+    from lift import cli, stages
 
     r = render(source)
     configs = r.stage_configs()
@@ -337,7 +336,7 @@ def test_stage_configs_load_and_commands_parse_with_lift(source, tmp_path):
             overrides += [f"out={args.out}", f"source={args.action}"]
             if args.action == "import":
                 overrides += [f"release.json={args.release}", f"release.videos={args.videos}"]
-        cfg = config.load(stage, str(path), overrides)
+        cfg = stages.load(stage, str(path), overrides)
         assert cfg.run == r.merged["run"]
         assert args.force == bool(r.merged["stages"][stage].get("force"))
 
@@ -442,16 +441,15 @@ def test_stage_ordering_follows_design_table():
 
 def test_ordering_table_matches_lift():
     """The chart's input table agrees with lift: pipeline order, each producer's `out`, each consumer's defaults."""
-    from lift import cli, config
+    from lift import stages
 
-    assert STAGES == cli.PIPELINE_ORDER
-    assert set(STAGES) == set(config.SCHEMAS) - {"pipeline", "base"}  # base: the toy world's local helper
+    assert STAGES == [s.name for s in stages.cluster_stages()]  # base, the toy world's local helper, is left out
     run = "s3://b/r"
     for stage, folder in PRODUCES.items():
-        assert config.load(stage, None, [f"run={run}"]).out == f"{run}/{folder}"
+        assert stages.load(stage, None, [f"run={run}"]).out == f"{run}/{folder}"
     producer_of = {folder: stage for stage, folder in PRODUCES.items()}
     for stage, inputs in INPUTS.items():
-        cfg = config.load(stage, None, [f"run={run}"])
+        cfg = stages.load(stage, None, [f"run={run}"])
         for key, folder in inputs:
             value = functools.reduce(lambda node, part: node[part], key.split("."), cfg)
             assert value == f"{run}/{folder}" or value.startswith(f"{run}/{folder}/"), (stage, key, value)
@@ -665,12 +663,11 @@ def test_every_value_is_documented():
 
 
 def test_schema_matches_values_and_lift():
-    from lift import cli
 
     schema = chart().schema
     values = yaml.safe_load((CHART / "values.yaml").read_text())  # in file order (the SDK's dict is sorted)
     chart().validate_schema(values)
-    assert list(schema["properties"]["stages"]["properties"]) == cli.PIPELINE_ORDER == list(values["stages"])
+    assert list(schema["properties"]["stages"]["properties"]) == STAGES == list(values["stages"])
     settings = schema["definitions"]["settings"]["properties"]
     assert set(settings) == set(values["defaults"])
     assert set(schema["properties"]) == set(values)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from lift import cli, config, storage
+from lift import cli, config, stages
+from lift.io import storage
+from lift.stages import STAGES, runner
 
 CALLS: list[str] = []
 
@@ -26,7 +29,7 @@ def failing_stage(cfg) -> dict:
 
 def _help_paths() -> list[list[str]]:
     paths = [[]]
-    paths += [[name] for name in ["data", "models", *cli.STAGE_HELP, "pipeline", "report", "wait", "config"]]
+    paths += [[name] for name in ["data", "models", *(s for s in STAGES if s != "data"), "pipeline", "report", "wait", "config"]]
     paths += [["data", "toy"], ["data", "import"], ["data", "export"], ["models", "tiny"], ["config", "show"]]
     return paths
 
@@ -52,12 +55,6 @@ def test_typo_fails_before_work_with_suggestion(capsys):
     assert err == ["lift: config error: command line: unknown config key 'trainer.lrr'; did you mean 'lr'?"]
 
 
-def test_unbuilt_stage_exits_nonzero(capsys, monkeypatch):
-    monkeypatch.setitem(cli.STAGES, "evaluate", None)
-    assert cli.main(["evaluate"]) == 3
-    assert "stage 'evaluate' is not built yet" in capsys.readouterr().err
-
-
 def test_missing_config_file_is_one_line(tmp_path, capsys):
     assert cli.main(["score", "--config", str(tmp_path / "absent.yaml")]) == 1
     err = capsys.readouterr().err.strip()
@@ -67,48 +64,48 @@ def test_missing_config_file_is_one_line(tmp_path, capsys):
 def test_run_stage_seals_skips_and_reruns(root_url):
     CALLS.clear()
     target = f"{__name__}:fake_stage"
-    cfg = config.load("score", None, [f"out={root_url}/scores"])
-    assert cli.run_stage("score", target, cfg) == {"videos": 7}
+    cfg = stages.load("score", None, [f"out={root_url}/scores"])
+    assert runner.run_stage("score", cfg, target=target) == {"videos": 7}
     marker = storage.read_marker(cfg.out)
     assert marker["stage"] == "score" and marker["config_hash"] == config.config_hash(cfg)
     assert marker["counts"] == {"videos": 7}
-    assert config.load("score", storage.join(cfg.out, "config.yaml")) == cfg, "resolved config saved beside output"
-    cli.run_stage("score", target, cfg)
+    assert stages.load("score", storage.join(cfg.out, "config.yaml")) == cfg, "resolved config saved beside output"
+    runner.run_stage("score", cfg, target=target)
     assert len(CALLS) == 1, "a sealed output with the same config is skipped"
-    cli.run_stage("score", target, cfg, force=True)
+    runner.run_stage("score", cfg, force=True, target=target)
     assert len(CALLS) == 2
-    changed = config.load("score", None, [f"out={root_url}/scores", "batch_size=3"])
-    cli.run_stage("score", target, changed)
+    changed = stages.load("score", None, [f"out={root_url}/scores", "batch_size=3"])
+    runner.run_stage("score", changed, target=target)
     assert len(CALLS) == 3 and storage.read_marker(cfg.out)["config_hash"] == config.config_hash(changed)
 
 
 def test_a_stage_reruns_when_a_sealed_input_was_rebuilt(root_url):
     CALLS.clear()
     target = f"{__name__}:fake_stage"
-    cfg = config.load("score", None, [f"out={root_url}/scores", f"rollouts={root_url}/rollouts",
+    cfg = stages.load("score", None, [f"out={root_url}/scores", f"rollouts={root_url}/rollouts",
                                       f"critic={root_url}/critic/model"])
     storage.write_marker(f"{root_url}/rollouts", "generate", "first")
-    cli.run_stage("score", target, cfg)
+    runner.run_stage("score", cfg, target=target)
     assert storage.read_marker(cfg.out)["inputs"]["rollouts"].startswith("first@")
     assert "critic" not in storage.read_marker(cfg.out)["inputs"], "an unsealed folder is no sealed input"
-    cli.run_stage("score", target, cfg)
+    runner.run_stage("score", cfg, target=target)
     assert len(CALLS) == 1
     storage.write_marker(f"{root_url}/rollouts", "generate", "second")  # new rollouts need new scores
-    cli.run_stage("score", target, cfg)
+    runner.run_stage("score", cfg, target=target)
     assert len(CALLS) == 2 and storage.read_marker(cfg.out)["inputs"]["rollouts"].startswith("second@")
-    evaluate = config.load("evaluate", None, [f"out={root_url}/eval", f"prompts={root_url}/rollouts/prompts.jsonl"])
-    assert cli.sealed_inputs(evaluate)["prompts"].startswith("second@"), "a file's folder is its sealed input"
+    evaluate = stages.load("evaluate", None, [f"out={root_url}/eval", f"prompts={root_url}/rollouts/prompts.jsonl"])
+    assert runner.sealed_inputs(evaluate)["prompts"].startswith("second@"), "a file's folder is its sealed input"
 
 
 def test_failed_stage_leaves_no_marker(root_url):
-    cfg = config.load("score", None, [f"out={root_url}/scores"])
+    cfg = stages.load("score", None, [f"out={root_url}/scores"])
     with pytest.raises(RuntimeError, match="boom"):
-        cli.run_stage("score", f"{__name__}:failing_stage", cfg)
+        runner.run_stage("score", cfg, target=f"{__name__}:failing_stage")
     assert storage.read_marker(cfg.out) is None
 
 
 def test_failure_exit_code_through_main(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(cli.STAGES, "score", f"{__name__}:failing_stage")
+    monkeypatch.setitem(STAGES, "score", dataclasses.replace(STAGES["score"], run=f"{__name__}:failing_stage"))
     assert cli.main(["score", f"out={tmp_path}/s"]) == 1
     assert capsys.readouterr().err.strip().endswith("lift: error: RuntimeError: boom")
 

@@ -11,7 +11,11 @@ import sys
 import pytest
 import torch
 
-from lift import cli, config, critic, critic_eval, hra, score, storage
+from lift import stages
+from lift.data import hra
+from lift.io import storage
+from lift.models import critic, scoring
+from lift.stages import critic_eval, runner, score
 
 TRAIN = ["trainer.max_steps=4", "trainer.batch_size=2", "trainer.lr=1e-3", "trainer.checkpoint_every=2",
          "trainer.num_workers=0", "trainer.log_every=1", "lora.r=4", "lora.alpha=8"]
@@ -47,14 +51,14 @@ def test_answer_formats_round_trip():
 def test_reward_formula():
     s = {"Good": 0.9, "Normal": 0.2, "Bad": 0.05}
     w = {d: 1.0 for d in hra.DIMENSIONS}
-    assert score.reward_from_labels({"semantic": "Good", "motion": "Normal", "fidelity": "Bad"}, s, w) == \
+    assert scoring.reward_from_labels({"semantic": "Good", "motion": "Normal", "fidelity": "Bad"}, s, w) == \
         pytest.approx((0.9 + 0.2 + 0.05) / 3)
-    assert score.reward_from_labels({"semantic": "Good", "motion": None, "fidelity": "Good"}, s, w) is None
+    assert scoring.reward_from_labels({"semantic": "Good", "motion": None, "fidelity": "Good"}, s, w) is None
     certain = {d: {"Good": 1.0, "Normal": 0.0, "Bad": 0.0} for d in hra.DIMENSIONS}
-    assert score.reward_from_probs(certain, s, w) == pytest.approx(0.9)
+    assert scoring.reward_from_probs(certain, s, w) == pytest.approx(0.9)
     mixed = dict(certain, motion={"Good": 0.5, "Normal": 0.0, "Bad": 0.5})
     weights = {"semantic": 1.0, "motion": 2.0, "fidelity": 1.0}
-    assert score.reward_from_probs(mixed, s, weights) == pytest.approx((0.9 + 2 * 0.475 + 0.9) / 4)
+    assert scoring.reward_from_probs(mixed, s, weights) == pytest.approx((0.9 + 2 * 0.475 + 0.9) / 4)
 
 
 def test_accuracy_on_a_known_confusion():
@@ -151,9 +155,9 @@ def test_distributed_training_resumes_to_identical_weights(zoo_dir, toy_data, tm
 def trained_critic(zoo_dir, toy_data, tmp_path_factory) -> str:
     """A critic trained for a few steps in-process (one rank), exported as the stages leave it."""
     run = str(tmp_path_factory.mktemp("critic-run"))
-    cfg = config.load("critic", None, [f"run={run}", f"data={toy_data}", f"model.name_or_path={zoo_dir}/critic",
+    cfg = stages.load("critic", None, [f"run={run}", f"data={toy_data}", f"model.name_or_path={zoo_dir}/critic",
                                        *TRAIN])
-    cli.run_stage("critic", cli.STAGES["critic"], cfg)
+    runner.run_stage("critic", cfg)
     return f"{run}/critic/model"
 
 
@@ -165,9 +169,9 @@ def test_score_both_modes_over_s3(mode, trained_critic, toy_data, s3_url, tmp_pa
     fs.put(trained_critic + "/", storage.filesystem(critic_url)[1], recursive=True)
     fs.put(toy_data + "/", storage.filesystem(data_url)[1], recursive=True)
     os.environ["LIFT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    cfg = config.load("score", None, [f"rollouts={data_url}", f"critic={critic_url}", f"out={s3_url}/scores",
+    cfg = stages.load("score", None, [f"rollouts={data_url}", f"critic={critic_url}", f"out={s3_url}/scores",
                                       f"mode={mode}", "batch_size=4", "num_shards=3", "max_new_tokens=12"])
-    counts = cli.run_stage("score", cli.STAGES["score"], cfg)
+    counts = runner.run_stage("score", cfg)
     lines = [json.loads(x) for x in storage.read_text(f"{s3_url}/scores/{score.SCORES}").splitlines()]
     manifest = [json.loads(x) for x in storage.read_text(f"{data_url}/manifest.jsonl").splitlines()]
     assert [r["id"] for r in lines] == [r["id"] for r in manifest[0::3] + manifest[1::3] + manifest[2::3]]
@@ -179,19 +183,19 @@ def test_score_both_modes_over_s3(mode, trained_critic, toy_data, s3_url, tmp_pa
             for d in hra.DIMENSIONS:
                 assert sum(rec["probs"][d].values()) == pytest.approx(1.0, abs=1e-4)
                 assert rec["labels"][d] == max(rec["probs"][d], key=rec["probs"][d].get)
-            assert rec["reward"] == pytest.approx(score.reward_from_probs(rec["probs"], cfg.label_scores,
+            assert rec["reward"] == pytest.approx(scoring.reward_from_probs(rec["probs"], cfg.label_scores,
                                                                           cfg.dimension_weights), abs=1e-5)
         elif rec["unparsable"]:
             assert rec["reward"] is None and all(rec["labels"][d] is None for d in rec["unparsable"])
     assert counts["unparsable"] == sum(bool(r["unparsable"]) for r in lines)
-    again = cli.run_stage("score", cli.STAGES["score"], cfg)
+    again = runner.run_stage("score", cfg)
     assert again == counts
 
 
 @pytest.mark.slow
 def test_critic_eval_writes_table(trained_critic, toy_data, tmp_path):
-    cfg = config.load("critic-eval", None, [f"data={toy_data}", f"critic={trained_critic}", f"out={tmp_path}/eval"])
-    counts = cli.run_stage("critic-eval", cli.STAGES["critic-eval"], cfg)
+    cfg = stages.load("critic-eval", None, [f"data={toy_data}", f"critic={trained_critic}", f"out={tmp_path}/eval"])
+    counts = runner.run_stage("critic-eval", cfg)
     result = storage.read_json(f"{tmp_path}/eval/accuracy.json")
     tests = [r for r in hra.load_manifest(f"{toy_data}/manifest.jsonl") if r.split == "test"]
     assert result["videos"] == counts["videos"] == len(tests)
@@ -204,12 +208,13 @@ def test_critic_eval_writes_table(trained_critic, toy_data, tmp_path):
 def test_reason_first_labels_read_from_the_decoding_match_a_second_pass(toy_data, tmp_path):
     """Logits mode of a reason-first critic reads P(label) at the decoding step after "Verdict:"; it must equal
     one forward over prompt + reason + " Verdict:", the reading it replaces (and keeps for answers cut short)."""
-    from lift import video, zoo
+    from lift.io import video
+    from lift.toy import zoo
 
     zoo.write_toy(str(tmp_path))  # the shipped critic start: rating-trained, answers reason first
-    scorer = score.Scorer(f"{tmp_path}/critic-toy", torch.device("cpu"), max_new_tokens=96)
+    scorer = scoring.Scorer(f"{tmp_path}/critic-toy", torch.device("cpu"), max_new_tokens=96)
     assert scorer.answer_format == "reason_first"
-    items = score.read_items(f"{toy_data}/manifest.jsonl")[:4]
+    items = scoring.read_items(f"{toy_data}/manifest.jsonl")[:4]
     texts = scorer._prompts(items)
     frames = [video.read_video(it.url, scorer.frames).permute(0, 3, 1, 2) for it in items for _ in hra.DIMENSIONS]
     with torch.inference_mode():

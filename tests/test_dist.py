@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lift import dist, storage
+from lift.core import dist
+from lift.io import storage
 
 WORKER = Path(__file__).with_name("torchrun_shards.py")
 

@@ -8,7 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from lift import cli, config, evaluate, generate, storage, toy, video
+from lift import stages
+from lift.io import storage, video
+from lift.models import sampling
+from lift.stages import evaluate, generate, runner
+from lift.toy import world
 
 PROMPTS = [{"id": "p0", "prompt": "a red circle moves left on a black background"},
            {"id": "p1", "prompt": "a cat rides a skateboard at sunset"}]  # not a toy prompt: no oracle reading
@@ -23,13 +27,13 @@ def evaluated_run(zoo_dir: str, tmp_path_factory) -> str:
     if zoo_dir not in _RUNS:
         run = str(tmp_path_factory.mktemp("evaluated") / "run")
         storage.write_text(f"{run}/data/eval_prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
-        cli.run_stage("evaluate", cli.STAGES["evaluate"], _tiny_cfg(run, zoo_dir))
+        runner.run_stage("evaluate", _tiny_cfg(run, zoo_dir))
         _RUNS[zoo_dir] = run
     return _RUNS[zoo_dir]
 
 
 def _tiny_cfg(run: str, zoo_dir: str, *extra: str):
-    return config.load("evaluate", None, [f"run={run}", f"base.name_or_path={zoo_dir}/cogvideox",
+    return stages.load("evaluate", None, [f"run={run}", f"base.name_or_path={zoo_dir}/cogvideox",
                                           f"aligned.name_or_path={zoo_dir}/cogvideox", f"critic={zoo_dir}/critic",
                                           *TINY, *extra])
 
@@ -90,27 +94,27 @@ def _stored(frames: np.ndarray) -> np.ndarray:
 
 
 def test_oracle_passes_clean_clips_and_names_each_defect():
-    scene = toy.Scene("red", "circle", 1, "left", "black")
+    scene = world.Scene("red", "circle", 1, "left", "black")
     rng = lambda: np.random.default_rng(3)  # noqa: E731
-    clean = evaluate.oracle(_stored(toy.render(scene, (), rng())), scene.prompt)
+    clean = evaluate.oracle(_stored(world.render(scene, (), rng())), scene.prompt)
     assert clean["score"] == 1.0 and all(clean["checks"].values()), clean
     assert clean["measurement"]["colour"] == "red" and clean["measurement"]["direction"] == "left"
     failing = {
-        "colour": toy.render(toy.Scene("blue", "circle", 1, "left", "black"), (), rng()),
-        "direction": toy.render(toy.Scene("red", "circle", 1, "up", "black"), (), rng()),
-        "background": toy.render(toy.Scene("red", "circle", 1, "left", "white"), (), rng()),
-        "smooth": toy.render(scene, [toy.Fault("jitter", 5)], rng()),
-        "steady": toy.render(scene, [toy.Fault("flicker", 50)], rng()),
-        "clean": toy.render(scene, [toy.Fault("noise", 20)], rng()),
-        "neutral": toy.render(scene, [toy.Fault("cast", 70, "blue")], rng()),
-        "sharp": toy.render(scene, [toy.Fault("blur", 1.6)], rng()),
+        "colour": world.render(world.Scene("blue", "circle", 1, "left", "black"), (), rng()),
+        "direction": world.render(world.Scene("red", "circle", 1, "up", "black"), (), rng()),
+        "background": world.render(world.Scene("red", "circle", 1, "left", "white"), (), rng()),
+        "smooth": world.render(scene, [world.Fault("jitter", 5)], rng()),
+        "steady": world.render(scene, [world.Fault("flicker", 50)], rng()),
+        "clean": world.render(scene, [world.Fault("noise", 20)], rng()),
+        "neutral": world.render(scene, [world.Fault("cast", 70, "blue")], rng()),
+        "sharp": world.render(scene, [world.Fault("blur", 1.6)], rng()),
     }
     assert set(failing) == set(evaluate.ORACLE_CHECKS)
     for check, frames in failing.items():
         reading = evaluate.oracle(_stored(frames), scene.prompt)
         assert not reading["checks"][check], (check, reading)
         assert reading["score"] < 1.0
-    assert evaluate.oracle(_stored(toy.render(scene, (), rng())), "a cat rides a skateboard") is None
+    assert evaluate.oracle(_stored(world.render(scene, (), rng())), "a cat rides a skateboard") is None
 
 
 # -------------------------------------------------------------------------------------------------- tiny run
@@ -129,7 +133,7 @@ def test_tiny_run_same_seeds_identical_models(zoo_dir, tmp_path_factory, monkeyp
     by = {(v["model"], v["id"]): v for v in videos}
     for pid in ("p0", "p1"):
         base, aligned = by[("base", f"{pid}-000")], by[("aligned", f"{pid}-000")]
-        assert base["seed"] == aligned["seed"] == generate.video_seed(1000, pid, 0)
+        assert base["seed"] == aligned["seed"] == sampling.video_seed(1000, pid, 0)
         assert base["video"] == f"videos/base/{pid}-000.mp4" and aligned["video"] == f"videos/aligned/{pid}-000.mp4"
         frames = video.read_video(f"{out}/{base['video']}")
         assert tuple(frames.shape) == (9, 32, 32, 3)
@@ -152,7 +156,7 @@ def test_tiny_run_same_seeds_identical_models(zoo_dir, tmp_path_factory, monkeyp
 
     # a rerun of the same config is skipped by its marker; without the marker, committed parts are not redone
     cfg = _tiny_cfg(run, zoo_dir)
-    assert cli.run_stage("evaluate", cli.STAGES["evaluate"], cfg) == marker["counts"]
+    assert runner.run_stage("evaluate", cfg) == marker["counts"]
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("a committed part was redone")
@@ -194,19 +198,19 @@ def test_rerun_redoes_only_missing_parts(tmp_path, monkeypatch):
     sampled: list[tuple[str, str]] = []
 
     def fake_sample(pipe, family, prompts, seeds, cfg, device):
-        faults = [toy.Fault("noise", 20)] if pipe == "noisy" else []
+        faults = [world.Fault("noise", 20)] if pipe == "noisy" else []
         sampled.extend((pipe, p) for p in prompts)
-        return np.stack([toy.render(toy.Scene.from_prompt(p), faults, np.random.default_rng(s % 2**32),
+        return np.stack([world.render(world.Scene.from_prompt(p), faults, np.random.default_rng(s % 2**32),
                                     frames=cfg.frames, size=cfg.height) for p, s in zip(prompts, seeds)])
 
     monkeypatch.setattr(generate, "load_pipeline", lambda family, name, sampling, device, *trust: name)
     monkeypatch.setattr(generate, "sample", fake_sample)
     monkeypatch.setattr(evaluate, "Scorer", _FakeScorer)
-    prompts = [toy.Scene("green", "square", 1, "up", "gray").prompt,
-               toy.Scene("yellow", "circle", 2, "right", "black").prompt]
+    prompts = [world.Scene("green", "square", 1, "up", "gray").prompt,
+               world.Scene("yellow", "circle", 2, "right", "black").prompt]
     storage.write_text(f"{tmp_path}/prompts.jsonl",
                        "".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
-    cfg = config.load("evaluate", None, [
+    cfg = stages.load("evaluate", None, [
         f"run={tmp_path}", f"prompts={tmp_path}/prompts.jsonl", "base.name_or_path=clean", "aligned.name_or_path=noisy",
         "critic=fake", "videos_per_prompt=2", "num_shards=2", "batch_size=1", "score_batch_size=2", "sampling.frames=16"])
     counts = evaluate.run(cfg)
@@ -232,6 +236,6 @@ def test_rerun_redoes_only_missing_parts(tmp_path, monkeypatch):
 
 
 def test_bad_config_fails_before_any_work(tmp_path):
-    cfg = config.load("evaluate", None, [f"run={tmp_path}", "label_scores.Great=0.5"])
+    cfg = stages.load("evaluate", None, [f"run={tmp_path}", "label_scores.Great=0.5"])
     with pytest.raises(ValueError, match="label_scores"):
         evaluate.run(cfg)

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from lift import hra, storage
+from lift.data import hra
+from lift.io import storage
 
 LABELS = {"semantic": "Good", "motion": "Bad", "fidelity": "Normal"}
 

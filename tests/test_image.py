@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lift import hardening
+from lift.launch import hardening
 
 ROOT = Path(__file__).resolve().parents[1]
 

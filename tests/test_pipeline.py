@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lift import cli, config, storage
+from lift import cli, config, stages
+from lift.io import storage
 
 REDUCED = [
     "data.toy.num_clips=24", "data.toy.num_prompts=2", "data.toy.num_eval_prompts=2", "data.toy.num_real=4",
@@ -21,11 +22,10 @@ REDUCED = [
 def test_reduced_pipeline_over_s3_and_rerun_skips(s3_url, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
     assert cli.main(["pipeline", s3_url, *REDUCED]) == 0
-    cfg = config.load("pipeline", None, [f"run={s3_url}", *REDUCED])
-    built = [s for s in cli.PIPELINE_ORDER if cli.STAGES.get(s) or s == "data"]
-    for stage in ["base", *built]:
-        marker = storage.read_marker(config.section(cfg, stage).out)
-        assert marker is not None and marker["config_hash"] == config.config_hash(config.section(cfg, stage)), stage
+    cfg = stages.load("pipeline", None, [f"run={s3_url}", *REDUCED])
+    for stage in stages.STAGES:
+        marker = storage.read_marker(stages.section(cfg, stage).out)
+        assert marker is not None and marker["config_hash"] == config.config_hash(stages.section(cfg, stage)), stage
     assert storage.is_complete(f"{s3_url}/models")
     assert storage.read_marker(f"{s3_url}/base")["counts"] == {"trained": 0}, "the shipped toy base, as it is"
     shipped = storage.listdir(f"{s3_url}/models/cogvideox-toy/transformer")
@@ -39,4 +39,4 @@ def test_reduced_pipeline_over_s3_and_rerun_skips(s3_url, tmp_path, monkeypatch,
     assert cli.main(["pipeline", s3_url, *REDUCED]) == 0
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if "already complete, skipping" in line]
-    assert len(skipped) == len(built) + 4, "\n".join(skipped)  # + the tiny zoo, the 2 shipped models, base
+    assert len(skipped) == len(stages.STAGES) + 3, "\n".join(skipped)  # + the tiny zoo and the 2 shipped models

@@ -10,7 +10,9 @@ import zipfile
 
 import pytest
 
-from lift import cli, config, hra, release, storage
+from lift import cli, stages
+from lift.data import hra, release
+from lift.io import storage
 
 Q = hra.QUESTIONS
 LABEL_CYCLE = ["Good", "Normal", "Bad", "Bad", "Good"]
@@ -52,7 +54,7 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 
 
 def data_config(release_json: str, videos: str, out: str, *overrides: str):
-    return config.load("data", None, [f"out={out}", "source=import", f"release.json={release_json}",
+    return stages.load("data", None, [f"out={out}", "source=import", f"release.json={release_json}",
                                       f"release.videos={videos}", *overrides])
 
 
@@ -213,7 +215,7 @@ def test_cli_import_stop_lists_every_bad_entry_and_writes_nothing(tmp_path, caps
     assert f"lift: error: {json_url}: {len(bad)} bad entries" in err
     for index, reason in bad.items():
         assert f"{json_url}[{index}]: " in err and reason in err
-    assert storage.listdir(out) == [cli.STARTED], "bad entries are found before anything is copied or written"
+    assert storage.listdir(out) == [storage.STARTED], "bad entries are found before anything is copied or written"
     with pytest.raises(release.ReleaseError) as exc:
         release.import_release(data_config(json_url, videos, out))
     assert isinstance(exc.value, hra.ManifestError) and len(exc.value.problems) == len(bad)

@@ -21,8 +21,11 @@ from test_align import TRAIN as ALIGN_TRAIN
 from test_critic import TRAIN as CRITIC_TRAIN
 from test_critic import _copy_data
 
-from lift import cli, config, faults, score, storage
-from lift.checkpoint import Checkpointer, TrainState
+from lift import stages
+from lift.core import faults
+from lift.io import storage
+from lift.stages import runner, score
+from lift.train.checkpoint import Checkpointer, TrainState
 
 SEED = int(os.environ.get("LIFT_KILL_SEED", "2026"))
 RANKS = 2  # torchrun workers of every crash test
@@ -136,7 +139,7 @@ def _in_process(stage: str, overrides: list[str]) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return cli.run_stage(stage, cli.STAGES[stage], config.load(stage, None, overrides))
+        return runner.run_stage(stage, stages.load(stage, None, overrides))
     finally:
         torch.set_num_threads(threads)
 

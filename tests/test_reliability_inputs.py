@@ -21,7 +21,12 @@ from test_align import TRAIN as ALIGN_TRAIN
 from test_critic import TRAIN as CRITIC_TRAIN
 from test_release import canonical_release, entry, write_videos
 
-from lift import cli, config, critic, hra, score, storage, video
+from lift import cli, stages
+from lift.data import hra
+from lift.io import storage, video
+from lift.models import critic, scoring
+from lift.stages import critic as critic_stage
+from lift.stages import score
 
 # --------------------------------------------------------------------------------------------------- the world
 
@@ -167,7 +172,7 @@ def _forged_checkpoint(w: World, *argv: str, **changes) -> list[str]:
     (its shards are never read); returns that command line."""
     w.data()
     argv = w.critic(*argv)
-    own = critic.fingerprint(config.load("critic", None, argv[1:]))
+    own = critic_stage.fingerprint(stages.load("critic", None, argv[1:]))
     storage.write_marker(str(w.root / "critic/checkpoints/step-00000002"), "checkpoint", "", {"step": 2},
                          fingerprint={**own, **changes})
     return argv
@@ -430,7 +435,7 @@ def test_unparsable_critic_answer_is_recorded_never_taken_as_good(world, monkeyp
         return ["I cannot tell what this is." if target in t and hra.QUESTIONS["semantic"] in t else "Good. Fine."
                 for t in texts]
 
-    monkeypatch.setattr(score.Scorer, "_generate", generate)
+    monkeypatch.setattr(scoring.Scorer, "_generate", generate)
     code = cli.main(world.score("mode=generate", "batch_size=3"))
     err = capsys.readouterr().err
     assert code == 0, err[-3000:]

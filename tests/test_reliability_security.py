@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from lift import cli, config, launch, models, storage
+from lift import cli, config, models, stages
+from lift.io import storage
+from lift.launch import component
 
 ROOT = Path(__file__).resolve().parent.parent
 # Secret-looking values: the shape of real AWS credentials, unique enough that any hit is a leak.
@@ -70,7 +72,7 @@ def test_credentials_never_reach_logs_configs_markers_reports_or_job_specs(s3_en
     logs["submit --dry-run"] = "".join(capsys.readouterr())
     from torchx.schedulers import kubernetes_scheduler
 
-    app = launch.stage_app("align", f"run={run}", j="2x8", gpu=8, endpoint="http://minio:9000")
+    app = component.stage_app("align", f"run={run}", j="2x8", gpu=8, endpoint="http://minio:9000")
     logs["torchx dryrun"] = str(kubernetes_scheduler.create_scheduler("t").submit_dryrun(app, {"queue": "q"}).request)
     import helm_python as helm
 
@@ -142,7 +144,7 @@ def test_yaml_tags_that_run_code_are_refused(tmp_path):
     path = tmp_path / "evil.yaml"
     path.write_text(f'run: !!python/object/apply:os.system ["touch {sentinel}"]\n')
     with pytest.raises(config.ConfigError, match=rf"{path}, line 1: invalid YAML"):
-        config.load("score", str(path))
+        stages.load("score", str(path))
     assert not sentinel.exists()
 
 
@@ -169,20 +171,20 @@ def test_code_in_a_model_folder_runs_only_when_the_config_allows_it(custom_code_
     for stage, key in (("critic", "model.trust_remote_code"), ("generate", "model.trust_remote_code"),
                        ("align", "model.trust_remote_code"), ("evaluate", "base.trust_remote_code"),
                        ("score", "trust_remote_code")):
-        assert OmegaConf.select(config.load(stage), key) is False, (stage, key)
+        assert OmegaConf.select(stages.load(stage), key) is False, (stage, key)
     with pytest.raises(ValueError, match="(?s)contains custom code.*trust_remote_code=True"):
         models.load_critic(str(folder))
     assert not sentinel.exists(), "refused before running any of it"
     import torch
 
-    from lift import score
+    from lift.models import scoring
 
     seen = []
     monkeypatch.setattr(models, "load_critic", lambda *a, **kw: seen.append(kw["trust_remote_code"]) or 1 / 0)
     for flag in ("false", "true"):
-        cfg = config.load("score", None, [f"trust_remote_code={flag}"])
+        cfg = stages.load("score", None, [f"trust_remote_code={flag}"])
         with pytest.raises(ZeroDivisionError):
-            score.Scorer(str(folder), torch.device("cpu"), trust_remote_code=cfg.trust_remote_code)
+            scoring.Scorer(str(folder), torch.device("cpu"), trust_remote_code=cfg.trust_remote_code)
     assert seen == [False, True], "the config's switch reaches the loader"
     # With the switch on the folder's code runs: in another process, as it registers classes in transformers.
     proc = subprocess.run([sys.executable, "-c", "import sys; from lift import models; "

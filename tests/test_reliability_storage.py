@@ -13,14 +13,16 @@ import os
 
 import pytest
 import torch
-from test_align import _transformer, _write_rollouts, _write_scores
+from faultproxy import KINDS, FaultProxy, Faults
 from test_align import TRAIN as ALIGN_TRAIN
+from test_align import _transformer, _write_rollouts, _write_scores
 from test_release import canonical_release, write_videos
 from test_reliability_crash import _state
 
-from lift import cli, logs, storage
-from lift.checkpoint import Checkpointer
-from lift.faultproxy import KINDS, FaultProxy, Faults
+from lift import cli
+from lift.core import logs
+from lift.io import storage
+from lift.train.checkpoint import Checkpointer
 
 RATE = 0.2  # the fraction of requests that fail in the end-to-end tests
 FAULTS = Faults(rate=RATE, kinds=KINDS, delay_rate=0.05, delay_s=0.2, seed=2026)
@@ -121,7 +123,7 @@ def test_retry_and_timeout_settings_come_from_the_environment_and_are_logged_onc
     for var, value in {"LIFT_S3_MAX_ATTEMPTS": "7", "LIFT_S3_RETRY_MODE": "standard", "LIFT_S3_CONNECT_TIMEOUT": "3",
                        "LIFT_S3_READ_TIMEOUT": "20", "LIFT_S3_RETRIES": "2"}.items():
         monkeypatch.setenv(var, value)
-    with caplog.at_level(logging.INFO, logger="lift.storage"):
+    with caplog.at_level(logging.INFO, logger="lift.io.storage"):
         opts = storage.storage_options("s3")
         storage.storage_options("s3")
     assert opts["config_kwargs"] == {"retries": {"max_attempts": 7, "mode": "standard"}, "connect_timeout": 3.0,

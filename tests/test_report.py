@@ -12,9 +12,12 @@ import shutil
 import subprocess
 
 import pytest
-
-from lift import cli, critic_eval, report, storage
 from test_evaluate import evaluated_run
+
+from lift import cli
+from lift.io import storage
+from lift.report import report
+from lift.stages import critic_eval
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TITLES = {"summary": "Summary", "critic-accuracy": "Critic accuracy", "rewards": "Critic reward before and after "

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lift import storage
+from lift.io import storage
 
 
 def test_roundtrip_and_listing(root_url):

@@ -11,10 +11,11 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-
 from checkov_scan import CHECKOV_SKIPS, describe, pods_from_job, run_checkov
 from k8s_schemas import assert_valid_pod, assert_valid_pytorchjob, crd_errors, write_network_policies
-from lift import cli, hardening, launch, pytorchjob
+
+from lift import cli
+from lift.launch import component, hardening, pytorchjob
 
 pytestmark = pytest.mark.filterwarnings("ignore:HTTPResponse.getheaders:DeprecationWarning")
 NAME = "lift-align-test"
@@ -116,12 +117,12 @@ def test_the_job_runs_the_components_command(capsys):
     """Derived, not redefined: the container runs the AppDef's `lift ...` argv under torchrun with its layout."""
     argv, _ = CASES["gpu-4x8-secret"]
     job = _dry_run(capsys, *argv)
-    app = launch.stage_app("align", "run=s3://b/run", "trainer.lr=1e-5", name=NAME, j="4x8", gpu=8)
-    lift_argv = launch.torchrun_argv(app.roles[0])
+    app = component.stage_app("align", "run=s3://b/run", "trainer.lr=1e-5", name=NAME, j="4x8", gpu=8)
+    lift_argv = component.torchrun_argv(app.roles[0])
     lift_argv = lift_argv[lift_argv.index("-m"):]
     assert job["spec"]["nprocPerNode"] == "8"
     for c in _containers(job).values():
-        assert c["command"] == ["torchrun"] and c["image"] == launch.DEFAULT_IMAGE
+        assert c["command"] == ["torchrun"] and c["image"] == component.DEFAULT_IMAGE
         args = c["args"]
         assert args[args.index("-m"):] == lift_argv
         assert args[:args.index("-m")] == ["--nnodes", "4", "--nproc_per_node", "8", "--max_restarts", "0",

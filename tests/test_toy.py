@@ -10,14 +10,17 @@ import re
 import numpy as np
 import pytest
 
-from lift import cli, config, hra, storage, toy, video
-from lift.release import assign_split
+from lift import cli, config, stages
+from lift.data import hra
+from lift.data.release import assign_split
+from lift.io import storage, video
+from lift.toy import world
 
 SMALL = ["toy.num_clips=24", "toy.num_prompts=10", "toy.num_real=4"]
 
 
 def _generate(out: str, *overrides: str) -> dict:
-    return toy.generate(config.load("data", None, [f"out={out}", *SMALL, *overrides]))
+    return world.generate(stages.load("data", None, [f"out={out}", *SMALL, *overrides]))
 
 
 def _files(root) -> dict[str, bytes]:
@@ -51,7 +54,7 @@ def test_clips_do_not_depend_on_how_many_are_made(tmp_path):
 
 
 def test_label_mix_is_close_to_lift_hra():
-    clips = [toy.sample_clip(np.random.default_rng([0, 0, i])) for i in range(600)]
+    clips = [world.sample_clip(np.random.default_rng([0, 0, i])) for i in range(600)]
     for dim in hra.DIMENSIONS:
         share = collections.Counter(c.labels[dim] for c in clips)
         for label, target in zip(hra.LABELS, (0.35, 0.15, 0.50)):
@@ -67,7 +70,7 @@ def test_label_mix_is_configurable(tmp_path):
         _generate(str(tmp_path / "x"), "toy.label_mix.Good=0", "toy.label_mix.Normal=0", "toy.label_mix.Bad=0")
 
 
-def _wrong(clip: toy.Clip) -> list[str]:
+def _wrong(clip: world.Clip) -> list[str]:
     return [a for a in ("shape", "count", "colour", "direction") if getattr(clip.scene, a) != getattr(clip.shown, a)]
 
 
@@ -78,7 +81,7 @@ KEYWORDS = {"jitter": "jitter", "freeze": "freezes", "speed": "faster", "flicker
 def test_severity_decides_the_label_and_the_reason_names_the_defect():
     seen = collections.Counter()
     for i in range(400):
-        clip = toy.sample_clip(np.random.default_rng([3, i]))
+        clip = world.sample_clip(np.random.default_rng([3, i]))
         wrong, label = _wrong(clip), clip.labels["semantic"]
         assert len(wrong) == {"Good": 0, "Normal": 1, "Bad": 2}[label]
         reason = clip.reasons["semantic"]
@@ -91,44 +94,44 @@ def test_severity_decides_the_label_and_the_reason_names_the_defect():
             assert re.search(rf"\b{shown}s?\b.*, not (a )?{asked}s?\b", reason), (attribute, reason)
             seen[attribute] += 1
         for dim in ("motion", "fidelity"):
-            faults = [f for f in clip.faults if toy.CATALOGUE[f.name].dimension == dim]
+            faults = [f for f in clip.faults if world.CATALOGUE[f.name].dimension == dim]
             if clip.labels[dim] == "Good":
                 assert not faults
                 assert ("smoothly" if dim == "motion" else "clean and sharp") in clip.reasons[dim]
                 continue
             (fault,) = faults
-            assert fault.strength == toy.CATALOGUE[fault.name].strength(clip.labels[dim])
+            assert fault.strength == world.CATALOGUE[fault.name].strength(clip.labels[dim])
             assert KEYWORDS[fault.name] in clip.reasons[dim], clip.reasons[dim]
             if fault.name == "cast":
                 assert f"{fault.tint} color cast" in clip.reasons[dim]
             if fault.name == "jitter":
                 assert f"up to {fault.strength:g} pixels" in clip.reasons[dim]
             seen[fault.name] += 1
-    assert set(seen) == set(toy.CATALOGUE)  # every catalogue row occurs
+    assert set(seen) == set(world.CATALOGUE)  # every catalogue row occurs
 
 
 def test_example_reasons_read_well():
-    scene = toy.Scene("red", "circle", 1, "left", "black")
+    scene = world.Scene("red", "circle", 1, "left", "black")
     assert scene.prompt == "a red circle moves left on a black background"
-    assert toy.Scene("red", "circle", 2, "left", "black").prompt == "two red circles move left on a black background"
-    words = toy._words(toy.Scene("green", "circle", 1, "left", "black"))
-    assert toy.CATALOGUE["colour"].reason.format(**words, shown="green", asked="red") == "The circle is green, not red."
-    assert toy.CATALOGUE["jitter"].bad_reason.format(**words, amount="4") == \
+    assert world.Scene("red", "circle", 2, "left", "black").prompt == "two red circles move left on a black background"
+    words = world._words(world.Scene("green", "circle", 1, "left", "black"))
+    assert world.CATALOGUE["colour"].reason.format(**words, shown="green", asked="red") == "The circle is green, not red."
+    assert world.CATALOGUE["jitter"].bad_reason.format(**words, amount="4") == \
         "The circle jitters by up to 4 pixels between frames."
-    assert toy.GOOD_REASONS["semantic"].format(**toy._words(scene)) == "The red circle matches the prompt."
+    assert world.GOOD_REASONS["semantic"].format(**world._words(scene)) == "The red circle matches the prompt."
 
 
 def test_prompt_grammar_round_trips():
-    scenes = toy.all_scenes()
+    scenes = world.all_scenes()
     assert len(scenes) == len(set(s.prompt for s in scenes)) == 4 * 3 * 2 * 4 * 3
     for scene in scenes:
-        assert toy.Scene.from_prompt(scene.prompt) == scene
+        assert world.Scene.from_prompt(scene.prompt) == scene
     for bad in ("a red circles move left on a black background", "two red circle moves left on a black background",
                 "a purple circle moves left on a black background", "a red circle moves left"):
         with pytest.raises(ValueError, match="not a toy prompt"):
-            toy.Scene.from_prompt(bad)
+            world.Scene.from_prompt(bad)
     with pytest.raises(ValueError):
-        toy.Scene("purple", "circle", 1, "left", "black")
+        world.Scene("purple", "circle", 1, "left", "black")
 
 
 def test_manifest_split_prompts_and_real_set(tmp_path):
@@ -142,7 +145,7 @@ def test_manifest_split_prompts_and_real_set(tmp_path):
     assert counts["records"] == 200 and counts["train"] + counts["test"] == 200
     assert counts["labels"] == {d: {label: sum(r.labels[d] == label for r in records) for label in hra.LABELS}
                                 for d in hra.DIMENSIONS}
-    assert all(toy.Scene.from_prompt(r.prompt) for r in records)
+    assert all(world.Scene.from_prompt(r.prompt) for r in records)
 
     prompts = [json.loads(line) for line in storage.read_text(storage.join(out, "prompts.jsonl")).splitlines()]
     assert [p["id"] for p in prompts] == [f"prompt-{i:05d}" for i in range(10)]
@@ -157,8 +160,8 @@ def test_manifest_split_prompts_and_real_set(tmp_path):
         assert set(r) == {"id", "video", "prompt"}
         frames = video.read_video(storage.join(out, "real", r["video"])).numpy()
         assert frames.shape == (16, 32, 32, 3)
-        m = toy.measure(frames)
-        assert all(m.matches(toy.Scene.from_prompt(r["prompt"])).values())  # real clips are clean captions
+        m = world.measure(frames)
+        assert all(m.matches(world.Scene.from_prompt(r["prompt"])).values())  # real clips are clean captions
         assert m.jitter < 0.8 and m.noise < 2 and m.cast < 10
 
 
@@ -166,7 +169,7 @@ def test_defects_are_in_the_stored_videos(tmp_path):
     out = str(tmp_path)
     _generate(out, "toy.num_clips=40")
     for r in hra.load_manifest(storage.join(out, "manifest.jsonl")):
-        m = toy.measure(video.read_video(storage.join(out, r.video)).numpy())
+        m = world.measure(video.read_video(storage.join(out, r.video)).numpy())
         reasons = r.reasons
         if "strong" in reasons["fidelity"] and "cast" in reasons["fidelity"]:
             assert m.cast > 40
@@ -206,16 +209,16 @@ def test_bad_toy_config_fails_before_writing(tmp_path, override, match):
 # ------------------------------------------------------------------------------------------------------- oracle
 
 
-@pytest.mark.parametrize("scene", toy.all_scenes()[::7], ids=lambda s: s.prompt.replace(" ", "-"))
+@pytest.mark.parametrize("scene", world.all_scenes()[::7], ids=lambda s: s.prompt.replace(" ", "-"))
 def test_oracle_reads_clean_scenes(scene):
-    m = toy.measure(_encoded(toy.render(scene, (), np.random.default_rng(0))))
+    m = world.measure(_encoded(world.render(scene, (), np.random.default_rng(0))))
     assert m.matches(scene) == {"colour": True, "direction": True, "background": True}
     assert m.jitter < 0.6 and m.flicker < 0.02 and m.noise < 2 and m.cast < 10 and m.sharpness > 0.7
 
 
-def _faulted(name: str, label: str, scene: toy.Scene, seed: int) -> toy.Measurement:
-    fault = toy.Fault(name, toy.CATALOGUE[name].strength(label), "blue" if name == "cast" else None)
-    return toy.measure(_encoded(toy.render(scene, [fault], np.random.default_rng(seed))))
+def _faulted(name: str, label: str, scene: world.Scene, seed: int) -> world.Measurement:
+    fault = world.Fault(name, world.CATALOGUE[name].strength(label), "blue" if name == "cast" else None)
+    return world.measure(_encoded(world.render(scene, [fault], np.random.default_rng(seed))))
 
 
 @pytest.mark.parametrize("name,field,normal,bad", [
@@ -223,41 +226,41 @@ def _faulted(name: str, label: str, scene: toy.Scene, seed: int) -> toy.Measurem
     ("noise", "noise", 3.0, 9.0), ("cast", "cast", 15.0, 40.0),
 ])
 def test_oracle_sees_defects_grow_with_severity(name, field, normal, bad):
-    for seed, scene in enumerate(toy.all_scenes()[3::41]):
-        clean = getattr(toy.measure(_encoded(toy.render(scene, (), np.random.default_rng(seed)))), field)
+    for seed, scene in enumerate(world.all_scenes()[3::41]):
+        clean = getattr(world.measure(_encoded(world.render(scene, (), np.random.default_rng(seed)))), field)
         mild, strong = (getattr(_faulted(name, label, scene, seed), field) for label in ("Normal", "Bad"))
         assert clean < normal < mild < bad < strong, (scene.prompt, clean, mild, strong)
         assert _faulted(name, "Bad", scene, seed).matches(scene)["colour"]  # defects keep the colour nameable
 
 
 def test_oracle_blur_freeze_and_semantic_defects():
-    scene = toy.Scene("yellow", "square", 1, "down", "gray")
-    clean = toy.measure(_encoded(toy.render(scene, (), np.random.default_rng(0))))
+    scene = world.Scene("yellow", "square", 1, "down", "gray")
+    clean = world.measure(_encoded(world.render(scene, (), np.random.default_rng(0))))
     normal, bad = (_faulted("blur", label, scene, 0) for label in ("Normal", "Bad"))
     assert clean.sharpness > normal.sharpness + 0.15 > bad.sharpness + 0.3
-    frozen = toy.render(scene, [toy.Fault("freeze", 6)], np.random.default_rng(0))
+    frozen = world.render(scene, [world.Fault("freeze", 6)], np.random.default_rng(0))
     still = [t for t in range(1, 16) if np.array_equal(frozen[t], frozen[t - 1])]
     assert len(still) == 6 and still == list(range(still[0], still[0] + 6))
-    assert toy.measure(_encoded(frozen)).jitter > clean.jitter + 0.5
+    assert world.measure(_encoded(frozen)).jitter > clean.jitter + 0.5
     # a semantic defect is the scene shown: the oracle reads the shown colour and direction, not the prompt's
-    shown = toy.Scene("blue", "square", 1, "left", "gray")
-    m = toy.measure(_encoded(toy.render(shown, (), np.random.default_rng(0))))
+    shown = world.Scene("blue", "square", 1, "left", "gray")
+    m = world.measure(_encoded(world.render(shown, (), np.random.default_rng(0))))
     assert (m.colour, m.direction) == ("blue", "left") and not any(
         v for k, v in m.matches(scene).items() if k != "background")
 
 
 def test_oracle_on_an_empty_clip_and_render_contract():
     blank = np.full((8, 32, 32, 3), 110, dtype=np.uint8)
-    m = toy.measure(blank)
+    m = world.measure(blank)
     assert m.colour is None and m.direction is None and m.background == "gray"
-    scene = toy.Scene("red", "triangle", 2, "up", "white")
-    frames = toy.render(scene, (), np.random.default_rng(0), frames=12, size=64)
+    scene = world.Scene("red", "triangle", 2, "up", "white")
+    frames = world.render(scene, (), np.random.default_rng(0), frames=12, size=64)
     assert frames.shape == (12, 64, 64, 3) and frames.dtype == np.uint8
-    assert np.array_equal(frames, toy.render(scene, (), np.random.default_rng(0), frames=12, size=64))
-    assert toy.measure(frames).matches(scene)["direction"]
+    assert np.array_equal(frames, world.render(scene, (), np.random.default_rng(0), frames=12, size=64))
+    assert world.measure(frames).matches(scene)["direction"]
     with pytest.raises(ValueError, match="semantic"):
-        toy.render(scene, [toy.Fault("colour", 1)])
+        world.render(scene, [world.Fault("colour", 1)])
     with pytest.raises(ValueError, match="tint"):
-        toy.Fault("cast", 70)
+        world.Fault("cast", 70)
     with pytest.raises(ValueError, match="unknown defect"):
-        toy.Fault("wobble", 1)
+        world.Fault("wobble", 1)

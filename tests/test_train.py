@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lift import storage, train
+from lift.io import storage
+from lift.train import sampler
 
 WORKER = Path(__file__).with_name("torchrun_train.py")
 
@@ -33,13 +34,13 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 def test_global_batch_sampler_splits_global_batches_by_rank():
-    one = train.GlobalBatchSampler(20, 4, 0, 1, seed=3)
-    r0, r1 = (train.GlobalBatchSampler(20, 2, r, 2, seed=3) for r in (0, 1))
+    one = sampler.GlobalBatchSampler(20, 4, 0, 1, seed=3)
+    r0, r1 = (sampler.GlobalBatchSampler(20, 2, r, 2, seed=3) for r in (0, 1))
     assert [a + b for a, b in zip(r0, r1)] == list(one)
     one.set_position(epoch=1, start=2)
-    assert len(list(one)) == 3 and list(one) != list(train.GlobalBatchSampler(20, 4, 0, 1, seed=3))[2:]
+    assert len(list(one)) == 3 and list(one) != list(sampler.GlobalBatchSampler(20, 4, 0, 1, seed=3))[2:]
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        train.GlobalBatchSampler(3, 2, 0, 2, seed=0)
+        sampler.GlobalBatchSampler(3, 2, 0, 2, seed=0)
 
 
 @pytest.mark.slow

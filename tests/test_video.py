@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lift import storage, video
+from lift.io import storage, video
 
 
 def _clip(frames: int = 16, height: int = 32, width: int = 32) -> np.ndarray:

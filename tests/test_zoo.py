@@ -12,7 +12,10 @@ import pytest
 import torch
 from conftest import BUCKET
 
-from lift import cli, families, models, storage, zoo
+from lift import cli, models
+from lift.io import storage
+from lift.models import families
+from lift.toy import zoo
 
 PROMPT = "a red circle moves left on a blue background"
 
@@ -195,7 +198,8 @@ def test_pretrained_critic_in_a_few_steps_and_skipped_when_sealed(zoo_dir, tmp_p
 
 
 def test_pretraining_asks_lift_questions_answered_with_what_is_seen():
-    from lift import hra, toy
+    from lift.data import hra
+    from lift.toy import world
 
     captions = zoo._Captions(30, 5, 4, 16, 32, effects=True)
     assert all(item[4].endswith(zoo.CAPTION_QUESTION) for item in map(captions.__getitem__, range(30)))
@@ -207,7 +211,7 @@ def test_pretraining_asks_lift_questions_answered_with_what_is_seen():
         dimension = next(d for d in hra.DIMENSIONS if text.endswith(hra.QUESTIONS[d]))
         seen[dimension] += 1
         if dimension == "semantic":
-            assert answer == toy.SEEN.format(caption=scene.prompt)
+            assert answer == world.SEEN.format(caption=scene.prompt)
         elif names[dimension] == "none":
             assert answer == zoo.NO_EFFECT[dimension]
         else:
@@ -219,10 +223,11 @@ def test_pretraining_asks_lift_questions_answered_with_what_is_seen():
 def test_pretraining_clips_look_like_stored_ones():
     import numpy as np
 
-    from lift import toy, video
+    from lift.io import video
+    from lift.toy import world
 
     rng = np.random.default_rng(3)
-    frames = toy.render(toy.Scene.sample(rng), (), rng, 16, 32)
+    frames = world.render(world.Scene.sample(rng), (), rng, 16, 32)
     url = f"memory://lift-test/{uuid.uuid4().hex[:8]}/clip.mp4"
     video.write_video(url, frames, 8)
     stored = video.read_video(url).numpy().astype(float)

@@ -3,7 +3,10 @@
 import json
 import sys
 
-from lift import cli, config, dist, logs, storage
+from lift import stages
+from lift.core import dist, logs
+from lift.io import storage
+from lift.stages import runner
 
 
 def stage(cfg) -> dict:
@@ -18,6 +21,6 @@ def stage(cfg) -> dict:
 
 if __name__ == "__main__":
     logs.setup()
-    cfg = config.load("score", None, [f"out={sys.argv[1]}"])
-    cli.run_stage("score", "torchrun_shards:stage", cfg)
+    cfg = stages.load("score", None, [f"out={sys.argv[1]}"])
+    runner.run_stage("score", cfg, target="torchrun_shards:stage")
     dist.shutdown()

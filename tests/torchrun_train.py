@@ -6,8 +6,9 @@ import sys
 
 import torch
 
-from lift import dist, logs, train
-from lift.config import TrainerConfig
+from lift.config.schema import TrainerConfig
+from lift.core import dist, logs
+from lift.train import loop, parallel
 
 
 class Points(torch.utils.data.Dataset):
@@ -51,10 +52,10 @@ def main(out_url: str, result: str, *overrides: str) -> None:
                         log_every=2, num_workers=0, mixed_precision="fp32", warmup_steps=2,
                         grad_accum=int(fields.get("grad_accum", 1)), on_nonfinite=fields.get("on_nonfinite", "stop"))
     model = model_for_test()
-    model = train.shard_model(model, list(model)[:-1], runtime, cfg)
-    counts = train.fit(model=model, dataset=Points(), collate=collate, loss_fn=loss_fn, cfg=cfg, out_url=out_url,
+    model = parallel.shard_model(model, list(model)[:-1], runtime, cfg)
+    counts = loop.fit(model=model, dataset=Points(), collate=collate, loss_fn=loss_fn, cfg=cfg, out_url=out_url,
                        fingerprint={"model": fields.get("model", "mlp")}, runtime=runtime)
-    weights = train.full_state_dict(model)
+    weights = parallel.full_state_dict(model)
     if runtime.is_main:
         torch.save({"weights": weights, "counts": counts}, result)
     dist.shutdown()

@@ -1,0 +1,142 @@
+"""The one way every stage loads and exports models, whatever the URL.
+
+`from_pretrained` wants a hub id or a local folder. A hub id and a local folder (plain path or file://) pass
+straight through; a model on object storage (s3://, gs://, memory://, ...) is downloaded once per node into
+a local cache keyed by the URL and the remote listing (sizes and ETags or mtimes, `_SUCCESS` included), so a
+rewritten model is fetched again and an unchanged one is not. `save_folder` is the reverse: a folder written by
+`save_pretrained` goes to any URL; the caller seals it with `_SUCCESS` afterwards.
+
+Cache: $LIFT_CACHE (default ~/.cache/lift/models). Old versions of a model are not pruned: delete the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from fsspec.implementations.local import LocalFileSystem
+
+from lift.io import storage
+
+if TYPE_CHECKING:  # transformers and diffusers take seconds to import: only the loaders below need them
+    from diffusers import DiffusionPipeline
+    from transformers import PreTrainedModel, ProcessorMixin
+
+Family = Literal["cogvideox", "wan"]
+PIPELINES: dict[str, str] = {"cogvideox": "CogVideoXPipeline", "wan": "WanPipeline"}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# Listing fields that change when an object is rewritten, in order of preference (s3, gcs, local, memory).
+_VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "created")
+
+
+def cache_root() -> str:
+    return os.environ.get("LIFT_CACHE") or os.path.expanduser("~/.cache/lift/models")
+
+
+def local_dir(name_or_path: str) -> str:
+    """Something `from_pretrained` can open: a hub id unchanged, a local folder in place, a remote folder cached."""
+    if storage.protocol_of(name_or_path) != "file":
+        return _fetch(name_or_path)
+    path = name_or_path.removeprefix("file://")
+    if os.path.isdir(path):
+        return path
+    if not name_or_path.startswith("file://") and _HUB_ID.fullmatch(name_or_path):
+        return name_or_path
+    raise FileNotFoundError(f"{name_or_path}: no such model folder")
+
+
+def _version(info: dict) -> str:
+    return next((str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None), "")
+
+
+def _fetch(url: str) -> str:
+    """Download a remote folder into the cache: into a temporary folder first, renamed into place when complete,
+    so concurrent ranks on one node and a crash mid-download never leave a partial model behind."""
+    fs, root = storage.filesystem(url)
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)
+    infos = fs.find(root, detail=True)
+    files = {path[len(root):].lstrip("/"): info for path, info in infos.items() if info.get("type") != "directory"}
+    if not files:
+        raise FileNotFoundError(f"{url}: no model files under this URL")
+    listing = sorted((rel, info.get("size"), _version(info)) for rel, info in files.items())
+    key = hashlib.sha256(json.dumps([url, listing]).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^\w.-]+", "_", url.split("://", 1)[-1]).strip("_")[-80:]
+    final = os.path.join(cache_root(), f"{slug}-{key}")
+    if os.path.isdir(final):
+        return final
+    os.makedirs(cache_root(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{slug}-", dir=cache_root())
+    try:
+        targets = [os.path.join(tmp, rel) for rel in files]
+        for target in targets:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        fs.get([f"{root}/{rel}" for rel in files], targets)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not os.path.isdir(final):  # not a lost race with another process: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def save_folder(local: str, url: str) -> None:
+    """Copy a folder written by `save_pretrained` to any URL, replacing whatever the URL held.
+
+    Every file is one complete PUT (or local copy); the folder as a whole is not complete until the caller
+    writes `_SUCCESS` after this returns. Replacing matters: a stale `*.index.json` from an older sharded save
+    would make `from_pretrained` read the wrong weights.
+    """
+    fs, root = storage.filesystem(url)
+    root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem) and os.path.realpath(local) == os.path.realpath(root):
+        return
+    fs.invalidate_cache(root)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    files = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, names in os.walk(local) for f in names)
+    if isinstance(fs, LocalFileSystem):
+        for rel in {os.path.dirname(f) for f in files}:
+            os.makedirs(os.path.join(root, rel), exist_ok=True)
+    fs.put([os.path.join(local, f) for f in files], [f"{root}/{f}" for f in files])
+
+
+def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                trust_remote_code: bool = False) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """(model, processor) of a video VLM critic in transformers layout (Qwen2-VL / Qwen2.5-VL and kin).
+
+    Code shipped inside a model folder (`auto_map` in its config) runs only with `trust_remote_code=True`, which
+    only the config's `model.trust_remote_code` turns on; weights load from safetensors only.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = local_dir(name_or_path)
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                        use_safetensors=True).to(device)
+    return model, processor
+
+
+def load_t2v(family: Family, name_or_path: str, dtype: torch.dtype = torch.float32,
+             device: str | torch.device = "cpu", trust_remote_code: bool = False) -> DiffusionPipeline:
+    """A diffusers text-to-video pipeline. Wan's VAE stays in float32, as the Wan reference recipe keeps it.
+
+    Custom component code in the folder runs only with `trust_remote_code=True` (the config's
+    `model.trust_remote_code`); weights load from safetensors only.
+    """
+    import diffusers
+
+    if family not in PIPELINES:
+        raise ValueError(f"unknown text-to-video family '{family}'; families: {', '.join(PIPELINES)}")
+    dtypes = {"default": dtype, "vae": torch.float32} if family == "wan" else dtype
+    pipeline = getattr(diffusers, PIPELINES[family]).from_pretrained(
+        local_dir(name_or_path), dtype=dtypes, trust_remote_code=trust_remote_code, use_safetensors=True)
+    return pipeline.to(device)

@@ -1,0 +1,240 @@
+"""Rating videos with a trained critic: LiFT's reward from labels or label probabilities, the batched `Scorer`
+(logits and generate modes) and the sharded scoring loop that `lift score`, `lift critic-eval` and `lift evaluate`
+share.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from lift import models
+from lift.core import dist, faults, logs
+from lift.data import hra
+from lift.io import storage, video
+from lift.models import critic
+from lift.train import loop
+
+log = logging.getLogger(__name__)
+SCORES = "scores.jsonl"  # the part files of a scoring loop: part-NNNNN-of-NNNNN.scores.jsonl
+
+
+def reward_from_labels(labels: dict[str, str | None], label_scores: dict, weights: dict) -> float | None:
+    """LiFT's r = weighted mean over dimensions of s(label); None when any dimension has no label."""
+    if any(labels.get(d) is None for d in hra.DIMENSIONS):
+        return None
+    total = sum(weights[d] for d in hra.DIMENSIONS)
+    return sum(weights[d] * label_scores[labels[d]] for d in hra.DIMENSIONS) / total
+
+
+def reward_from_probs(probs: dict[str, dict[str, float]], label_scores: dict, weights: dict) -> float:
+    """The expectation of s(label) under the critic's label probabilities, weighted over dimensions."""
+    total = sum(weights[d] for d in hra.DIMENSIONS)
+    return sum(weights[d] * sum(p * label_scores[l] for l, p in probs[d].items()) for d in hra.DIMENSIONS) / total
+
+
+@dataclass
+class Item:
+    id: str
+    video: str  # as written in the input manifest (relative to it)
+    url: str  # resolved
+    prompt: str
+
+
+def read_items(manifest_url: str) -> list[Item]:
+    """Videos to score from a rollout or HRA manifest: `id`, `video` (relative) and `prompt` on each line."""
+    items, problems = [], []
+    for n, line in enumerate(storage.read_text(manifest_url).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{manifest_url}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"{where}: invalid JSON: {e.msg} at column {e.colno}")
+            continue
+        missing = [k for k in ("id", "video", "prompt") if k not in obj] if isinstance(obj, dict) else None
+        if missing is None or missing:
+            problems.append(f"{where}: " + (f"missing field(s) {', '.join(missing)}" if missing else
+                                            f"a line must be a JSON object, got {type(obj).__name__}"))
+            continue
+        try:  # `video` may not leave the manifest's folder
+            url = storage.child(storage.parent(manifest_url), obj["video"], where)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        items.append(Item(str(obj["id"]), obj["video"], url, str(obj["prompt"])))
+    if problems:
+        raise ValueError(f"{manifest_url}: {len(problems)} bad line(s):\n" + "\n".join(problems[:20]))
+    if not items:
+        raise ValueError(f"{manifest_url}: no videos to score")
+    return items
+
+
+class _Frames(torch.utils.data.Dataset):
+    def __init__(self, items: list[Item], frames: int):
+        self.items, self.frames = items, frames
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i], video.read_video(self.items[i].url, self.frames).permute(0, 3, 1, 2)
+
+
+class Scorer:
+    """A loaded critic with its prompt format; `rate` answers the three questions for a batch of videos."""
+
+    def __init__(self, critic_url: str, device: torch.device, max_new_tokens: int = 64,
+                 trust_remote_code: bool = False):
+        self.url, self.device, self.max_new_tokens = critic_url, device, max_new_tokens
+        recorded = storage.read_marker(critic_url) or {}  # our exports record how the critic was trained
+        self.answer_format = recorded.get("answer_format", "label_first")
+        self.frames = int(recorded.get("frames", 8))
+        self.fps = float(recorded.get("sample_fps", 4.0))
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        self.model, self.processor = models.load_critic(critic_url, dtype=dtype, device=device,
+                                                        trust_remote_code=trust_remote_code)
+        self.model.eval()
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"  # generation and last-position logits need left padding
+        self.label_ids = critic.label_token_ids(self.tokenizer, self.answer_format)
+        self.verdict_ids = self.tokenizer.encode(" " + critic.VERDICT, add_special_tokens=False)
+        inner = getattr(self.model, "model", None)
+        self._precomputed_video = (hasattr(self.model, "get_video_features") and inner is not None and
+                                   "mm_encoder_outputs" in inspect.signature(inner.forward).parameters)
+
+    def _encode(self, texts: list[str], frames: list[torch.Tensor]) -> dict:
+        enc = critic.encode(self.processor, texts, frames, self.fps)  # the frames' rate, as in training
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in enc.items()}
+
+    def _prompts(self, items: list[Item]) -> list[str]:
+        return [self.processor.apply_chat_template(critic.messages(it.prompt, d), tokenize=False,
+                                                   add_generation_prompt=True)
+                for it in items for d in hra.DIMENSIONS]
+
+    def _generate(self, texts: list[str], frames: list[torch.Tensor], max_new_tokens: int) -> list[str]:
+        enc = self._encode(texts, frames)
+        out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
+        return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def _label_probs(self, texts: list[str], frames: list[torch.Tensor], repeats: int = 1) -> torch.Tensor:
+        """P(label) at the end of each text. `frames` holds each video `repeats` times in a row (one per question):
+        the vision tower then encodes each video once and its features are reused for every question, which
+        transformers' `mm_encoder_outputs` allows (3x less vision compute for LiFT's three questions)."""
+        enc = self._encode(texts, frames)
+        if repeats > 1 and self._precomputed_video:
+            grid = enc["video_grid_thw"]
+            blocks = torch.split(enc.pop("pixel_values_videos"), grid.prod(-1).tolist())
+            video = self.model.get_video_features(torch.cat(blocks[::repeats]), grid[::repeats], return_dict=True)
+            video.pooler_output = tuple(f for f in video.pooler_output for _ in range(repeats))
+            enc["mm_encoder_outputs"] = {"video": video}
+        # Only the last position's logits: the full (batch x length x vocabulary) tensor is ~15 GB in fp32 for 24
+        # sequences of ~1k tokens with Qwen2.5's 152k-token vocabulary.
+        logits = self.model(**enc, logits_to_keep=1).logits[:, -1, self.label_ids]
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+    def _reason_then_label(self, texts: list[str], frames: list[torch.Tensor]) -> tuple[list[str], torch.Tensor]:
+        """Reason-first logits mode: the reason decoded greedily, and P(label) read from the same decoding at the
+        step right after its verdict marker, so no second pass runs. An answer that never reaches the marker (cut
+        at max_new_tokens) gets one forward over prompt + reason + " Verdict:" instead."""
+        enc = self._encode(texts, frames)
+        out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, output_logits=True,
+                                  return_dict_in_generate=True)
+        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        reasons = [critic.reason_of(a, "reason_first")
+                   for a in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        probs, cut = torch.empty(len(texts), len(self.label_ids)), []
+        n = len(self.verdict_ids)
+        for i, tokens in enumerate(new.tolist()):
+            at = next((j + n for j in range(len(tokens) - n) if tokens[j:j + n] == self.verdict_ids), None)
+            if at is None:
+                cut.append(i)
+                continue
+            probs[i] = torch.softmax(out.logits[at][i, self.label_ids].float(), dim=-1).cpu()
+        if cut:
+            probs[cut] = self._label_probs([texts[i] + reasons[i] + " " + critic.VERDICT for i in cut],
+                                           [frames[i] for i in cut])
+        return reasons, probs
+
+    @torch.inference_mode()
+    def rate(self, items: list[Item], frames: list[torch.Tensor], mode: str) -> list[dict]:
+        """Per video: labels, probs (logits mode), reasons, and the dimensions whose answer named no label."""
+        texts = self._prompts(items)
+        per_q = [f for f in frames for _ in hra.DIMENSIONS]
+        results = [{"labels": {}, "probs": {}, "reasons": {}, "unparsable": []} for _ in items]
+        if mode == "generate":
+            answers = self._generate(texts, per_q, self.max_new_tokens)
+        elif self.answer_format == "reason_first":
+            reasons, probs = self._reason_then_label(texts, per_q)
+        else:
+            probs = self._label_probs(texts, per_q, len(hra.DIMENSIONS))
+        for q in range(len(texts)):
+            res, dim = results[q // len(hra.DIMENSIONS)], hra.DIMENSIONS[q % len(hra.DIMENSIONS)]
+            if mode == "generate":
+                label = critic.parse_label(answers[q], self.answer_format)
+                res["labels"][dim] = label
+                res["reasons"][dim] = critic.reason_of(answers[q], self.answer_format)
+                if label is None:
+                    res["unparsable"].append(dim)
+                continue
+            res["probs"][dim] = {l: round(float(p), 6) for l, p in zip(hra.LABELS, probs[q])}
+            res["labels"][dim] = hra.LABELS[int(probs[q].argmax())]
+            if self.answer_format == "reason_first":
+                res["reasons"][dim] = reasons[q]
+        return results
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def frame_loader(items: list[Item], frames: int, batch_size: int, workers: int = 2) -> torch.utils.data.DataLoader:
+    """Batches of (item, frames [T, C, H, W] uint8) decoded by `workers` processes, 4 batches prefetched each."""
+    workers = min(workers, len(items))
+    return torch.utils.data.DataLoader(_Frames(items, frames), batch_size=batch_size, collate_fn=_as_list,
+                                       num_workers=workers, prefetch_factor=4 if workers > 1 else None,
+                                       worker_init_fn=loop.worker_init if workers > 1 else None,
+                                       multiprocessing_context="fork" if workers > 1 else None)
+
+
+def score_sharded(items: list[Item], scorer: Scorer, out_url: str, mode: str, batch_size: int, num_shards: int,
+                  runtime: dist.Runtime, make_record) -> list[dict]:
+    """Rate every item once across ranks; committed parts are skipped, so a rerun finishes only the rest.
+
+    `make_record(item, rating) -> dict` shapes each output line. Returns all records (rank 0; merged in order).
+    """
+    shards = storage.Shards(out_url, num_shards or runtime.world_size)
+    todo = shards.todo(runtime.rank, runtime.world_size)
+    logs.event(log, "scoring", videos=len(items), shards=shards.num_shards, my_shards=len(todo), mode=mode)
+    bar = logs.progress(total=sum(len(storage.shard_slice(items, s, shards.num_shards)) for s in todo),
+                        desc="score", unit="video")
+    for shard in todo:
+        mine = storage.shard_slice(items, shard, shards.num_shards)
+        batches = iter(frame_loader(mine, scorer.frames, batch_size))
+        lines = []
+        try:
+            for batch in batches:
+                batch_items, frames = [b[0] for b in batch], [b[1] for b in batch]
+                for it, rating in zip(batch_items, scorer.rate(batch_items, frames, mode)):
+                    lines.append(json.dumps(make_record(it, rating), sort_keys=True))
+                bar.update(len(batch))
+                faults.batch_done()
+        except BaseException:
+            # A worker's error (a bad video) leaves the iterator in a reference cycle; freed later by the garbage
+            # collector, its queues can go first and each worker then waits out a 5 s join. Stop them now.
+            getattr(batches, "_shutdown_workers", lambda: None)()
+            raise
+        shards.commit(shard, "".join(line + "\n" for line in lines).encode())
+    bar.close()
+    dist.barrier()
+    if not runtime.is_main:
+        return []
+    merged = shards.merge(SCORES)
+    return [json.loads(line) for line in storage.read_text(merged).splitlines() if line.strip()]
+
+

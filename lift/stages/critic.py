@@ -1,0 +1,130 @@
+"""LiFT-Critic: a video VLM taught to answer, per dimension, "<Label>. <reason>" (or reason first, then label).
+
+Training (`lift critic`) is supervised fine-tuning with the loss on answer tokens only, LoRA through peft or full,
+under FSDP2 (`fully_shard` per decoder and vision block). The prompt and answer formats, the label parser and
+the batched label probabilities live here too, so training, `lift critic-eval` and `lift score` cannot drift.
+
+    lift critic                                                   # one process, toy world, tiny critic
+    torchrun --nproc-per-node 8 -m lift critic --config configs/cluster/critic-qwen2.5-vl-7b.yaml
+    torchrun --nnodes 4 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint $MASTER:29500 -m lift critic ...
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lift import models
+from lift.core import dist, logs
+from lift.io import storage
+from lift.models.critic import Collate, Examples, examples_from_manifest
+from lift.train import loop, parallel
+
+log = logging.getLogger(__name__)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def _adapt(model, cfg: DictConfig):
+    """Freeze the vision tower and projector (LiFT's recipe), then add LoRA to the language model, or not."""
+    if cfg.model.freeze_vision:
+        for name, p in model.named_parameters():
+            if ".visual." in f".{name}":
+                p.requires_grad_(False)
+    if cfg.trainer.activation_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if not cfg.lora.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    # Only the language model's projections: the vision tower has modules of the same names.
+    targets = rf"^(?!.*visual).*\.({'|'.join(map(re.escape, cfg.lora.target_modules))})$"
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout, target_modules=targets)
+    return get_peft_model(model, lora)
+
+
+def _blocks(model) -> list[torch.nn.Module]:
+    """The transformer blocks to shard one by one: the classes the model itself declares unsplittable."""
+    names = set(getattr(model, "_no_split_modules", None) or
+                getattr(getattr(model, "base_model", None), "model", model)._no_split_modules or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
+    """Merged weights in transformers layout (safetensors + processor) at OUT/model, sealed with `_SUCCESS`."""
+    weights = parallel.full_state_dict(model)
+    url = storage.join(cfg.out, "model")
+    if runtime.is_main:
+        base, processor = models.load_critic(cfg.model.name_or_path,
+                                             trust_remote_code=cfg.model.trust_remote_code)
+        if cfg.lora.enabled:
+            base = _adapt(base, cfg)
+            base.load_state_dict(weights)
+            base = base.merge_and_unload()
+        else:
+            base.load_state_dict(weights)
+        base.activation_checkpointing_disable()
+        with tempfile.TemporaryDirectory(prefix="lift-critic-") as tmp:
+            base.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            models.save_folder(tmp, url)
+        storage.write_marker(url, "critic-model", "", {"parameters": sum(p.numel() for p in base.parameters())},
+                             base=cfg.model.name_or_path, answer_format=cfg.model.answer_format,
+                             frames=cfg.model.frames, sample_fps=cfg.model.sample_fps)
+    dist.barrier()
+    return url
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    """What a checkpoint must share with the run resuming from it; lift/checkpoint.py refuses one that differs."""
+    return {"base": cfg.model.name_or_path, "lora": OmegaConf.to_container(cfg.lora) if cfg.lora.enabled else None,
+            "answer_format": cfg.model.answer_format, "freeze_vision": cfg.model.freeze_vision}
+
+
+def run(cfg: DictConfig) -> dict:
+    """`lift critic`: SFT of the critic on the train split, then export."""
+    runtime = dist.init()
+    examples = examples_from_manifest(cfg.data, "train", cfg.model.answer_format, cfg.model.with_reasons)
+    model, processor = models.load_critic(cfg.model.name_or_path, device=runtime.device,
+                                          trust_remote_code=cfg.model.trust_remote_code)
+    torch.manual_seed(cfg.trainer.seed)  # adapters are initialised randomly: same seed, same run
+    model = _adapt(model, cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logs.event(log, "critic model", base=cfg.model.name_or_path, trainable=trainable, examples=len(examples),
+               answer_format=cfg.model.answer_format, lora=cfg.lora.enabled)
+    model = parallel.shard_model(model, _blocks(model), runtime, cfg.trainer)
+
+    def loss_fn(m, batch, step):
+        inputs = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
+        return m(**inputs).loss, {}
+
+    counts = loop.fit(model=model, dataset=Examples(examples, cfg.model.frames),
+                       collate=Collate(models.local_dir(cfg.model.name_or_path), cfg.model.sample_fps), loss_fn=loss_fn,
+                       cfg=cfg.trainer, out_url=cfg.out, fingerprint=fingerprint(cfg), runtime=runtime)
+    export(model, cfg, runtime)
+    return counts

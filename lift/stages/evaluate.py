@@ -1,0 +1,337 @@
+"""`lift evaluate`: base vs aligned text-to-video model on held-out prompts, judged by the critic and, for toy
+prompts, by an independent oracle that reads the frames without any model.
+
+Both models sample video k of prompt p with the same seed (`sampling.video_seed(seed, p, k)`), so every
+(prompt, seed) pair is a paired comparison. The critic rates every video in logits mode (label probabilities,
+reward = expectation of s(label)); the oracle (`world.measure`) checks each toy clip against its prompt's scene
+(`ORACLE_CHECKS`), so a critic that is fooled (reward hacking) shows up as a reward gain without an oracle gain.
+Output:
+
+    OUT/videos/{base,aligned}/<prompt id>-<k>.mp4
+    OUT/generated/{base,aligned}/part-*.jsonl, manifest.jsonl   per-video seed, prompt and oracle reading
+    OUT/scores/part-*.jsonl, scores.jsonl                        critic ratings of both models' videos
+    OUT/results.json                                             the comparison (see `summarize`) + every video
+
+Work is sharded over ranks like `lift generate` / `lift score`: one set of shards per model for generation, one
+for scoring; committed parts are skipped on a rerun, so a crashed run finishes only the rest.
+
+    lift evaluate                                                 # toy run folder, CPU
+    torchrun --nproc-per-node 8 -m lift evaluate base.name_or_path=THUDM/CogVideoX-2b \\
+        aligned.name_or_path=s3://b/run/align/model critic=s3://b/run/critic/model prompts=s3://b/heldout.jsonl \\
+        sampling.height=480 sampling.width=720 sampling.frames=49 sampling.steps=50
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from lift.core import dist, faults, logs
+from lift.data import hra, prompts
+from lift.io import storage, video
+from lift.models import sampling
+from lift.models.scoring import Item, Scorer, reward_from_probs, score_sharded
+from lift.stages import generate
+from lift.toy import world
+
+log = logging.getLogger(__name__)
+MODELS = ("base", "aligned")
+RESULTS = "results.json"
+
+# name -> (dimension, what passing means). Thresholds are calibrated on encoded toy clips at 32 px, 16 frames
+# (docs/DATA.md, "The oracle"): clean clips pass every check; each defect at its Normal strength fails its check.
+ORACLE_CHECKS: dict[str, tuple[str, str]] = {
+    "colour": ("semantic", "the shapes' mean colour is nearest to the prompt's colour"),
+    "direction": ("semantic", "the shapes drift the prompt's way (2+ px at 32 px)"),
+    "background": ("semantic", "the frame border is nearest to the prompt's background"),
+    "smooth": ("motion", "a shape is seen and its centroid stays within 0.5 px RMS (at 32 px) of a straight, "
+                         "constant-speed path (clean 0.06-0.44 px; jitter Normal 1.3+, speed Normal 0.56+)"),
+    "steady": ("motion", "brightness changes by at most 5% between frames (clean < 0.4%; flicker Normal 15%)"),
+    "clean": ("fidelity", "border grain is at most 2 levels (clean 0; noise Normal 4.4)"),
+    "neutral": ("fidelity", "the background's colour cast is at most 12 levels (clean 0; cast Normal 27)"),
+    "sharp": ("fidelity", "edges are at least 0.88x as steep as a clean rendering of the scene seen "
+                          "(clean 0.91-1.2x; blur Normal 0.6-0.9x)"),
+}
+ORACLE_SCORE = "fraction of the oracle checks a video passes, in [0, 1] (1: every check passed)"
+JITTER_PX, FLICKER, NOISE_LEVELS, CAST_LEVELS, SHARPNESS_RATIO = 0.5, 0.05, 2.0, 12.0, 0.88
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b) by Lentz's continued fraction (Numerical Recipes, betacf)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 300):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-14:
+            break
+    return front * f
+
+
+def t_quantile(q: float, df: int) -> float:
+    """The q-quantile of Student's t with `df` degrees of freedom (bisection on its CDF; no scipy needed)."""
+    if not 0.0 < q < 1.0 or df < 1:
+        raise ValueError(f"need 0 < q < 1 and df >= 1, got q={q}, df={df}")
+    if q < 0.5:
+        return -t_quantile(1.0 - q, df)
+
+    def cdf(t: float) -> float:
+        return 1.0 - 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+
+    lo, hi = 0.0, 1.0
+    while cdf(hi) < q:
+        lo, hi = hi, hi * 2.0
+    for _ in range(100):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2.0
+
+
+def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict:
+    """Mean with its two-sided Student-t confidence interval: {mean, low, high, std, n}.
+
+    std is the sample standard deviation; with fewer than two values the interval (and std) is None, and an
+    empty input gives a None mean.
+    """
+    x = np.asarray([float(v) for v in values], dtype=np.float64)
+    n = int(x.size)
+    if n == 0:
+        return {"mean": None, "low": None, "high": None, "std": None, "n": 0}
+    mean = float(x.mean())
+    if n < 2:
+        return {"mean": round(mean, 6), "low": None, "high": None, "std": None, "n": n}
+    std = float(x.std(ddof=1))
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
+    return {"mean": round(mean, 6), "low": round(mean - half, 6), "high": round(mean + half, 6),
+            "std": round(std, 6), "n": n}
+
+
+def win_score(aligned: float, base: float, tie_margin: float) -> float:
+    """1 when aligned beats base by more than `tie_margin`, 0 when it loses by more, 0.5 for a tie."""
+    diff = aligned - base
+    return 0.5 if abs(diff) <= tie_margin else float(diff > 0)
+
+
+# ----------------------------------------------------------------------------------------------------- oracle
+
+
+def oracle(frames: np.ndarray, prompt: str) -> dict | None:
+    """The oracle's reading of a clip against its prompt's scene; None when the prompt is not a toy prompt.
+
+    {"score": fraction of ORACLE_CHECKS passed, "checks": {name: bool}, "measurement": world.measure fields}.
+    """
+    try:
+        scene = world.Scene.from_prompt(prompt)
+    except ValueError:
+        return None
+    frames = np.asarray(frames)
+    count, height, width, _ = frames.shape
+    m = world.measure(frames)
+    matches = m.matches(scene)
+    # sharpness depends on the colours: compare with a clean rendering of the scene as seen (colour, background)
+    seen = world.Scene(m.colour or scene.colour, scene.shape, scene.count, scene.direction, m.background)
+    reference = world.measure(world.render(seen, (), np.random.default_rng(0), frames=count, size=width)).sharpness
+    checks = {
+        "colour": matches["colour"],
+        "direction": matches["direction"],
+        "background": matches["background"],
+        "smooth": m.colour is not None and m.jitter <= JITTER_PX * width / 32,
+        "steady": m.flicker <= FLICKER,
+        "clean": m.noise <= NOISE_LEVELS,
+        "neutral": m.cast <= CAST_LEVELS,
+        "sharp": m.colour is not None and m.sharpness >= SHARPNESS_RATIO * reference,
+    }
+    checks = {k: bool(v) for k, v in checks.items()}
+    reading = {"colour": m.colour, "background": m.background, "direction": m.direction,
+               "drift": [round(v, 3) for v in m.drift], "jitter": round(m.jitter, 4), "flicker": round(m.flicker, 4),
+               "noise": round(m.noise, 3), "cast": round(m.cast, 3), "sharpness": round(m.sharpness, 4),
+               "reference_sharpness": round(reference, 4)}
+    return {"score": round(sum(checks.values()) / len(checks), 6), "checks": checks, "measurement": reading}
+
+
+# -------------------------------------------------------------------------------------------------- summaries
+
+
+def _model_summary(videos: list[dict]) -> dict:
+    rewards = [v["reward"] for v in videos if v.get("reward") is not None]
+    labels = {d: {l: sum(v["labels"].get(d) == l for v in videos) for l in hra.LABELS} for d in hra.DIMENSIONS}
+    fractions = {d: {l: round(c / max(len(videos), 1), 6) for l, c in labels[d].items()} for d in hra.DIMENSIONS}
+    probs = {d: {l: round(float(np.mean([v["probs"][d][l] for v in videos if v.get("probs")] or [0.0])), 6)
+                 for l in hra.LABELS} for d in hra.DIMENSIONS}
+    toy_videos = [v for v in videos if v.get("oracle")]
+    out = {"videos": len(videos), "reward": mean_ci(rewards), "labels": labels, "label_fractions": fractions,
+           "label_probs": probs, "oracle": None}
+    if toy_videos:
+        checks = {c: round(sum(v["oracle"]["checks"][c] for v in toy_videos) / len(toy_videos), 6)
+                  for c in ORACLE_CHECKS}
+        dims = {d: round(float(np.mean([checks[c] for c, (dim, _) in ORACLE_CHECKS.items() if dim == d])), 6)
+                for d in hra.DIMENSIONS}
+        out["oracle"] = {"videos": len(toy_videos), "score": mean_ci(v["oracle"]["score"] for v in toy_videos),
+                         "checks": checks, "dimensions": dims}
+    return out
+
+
+def summarize(videos: Sequence[dict], tie_margin: float = 1e-4) -> dict:
+    """Per model: reward mean with 95% CI, label counts/fractions/mean probabilities per dimension, oracle pass
+    rates; and the paired comparison over (prompt id, index) pairs both models have: win rate of aligned over
+    base (ties count half), reward gain and oracle gain (aligned - base), each with its 95% CI."""
+    by_model = {m: [v for v in videos if v["model"] == m] for m in MODELS}
+    models = {m: _model_summary(vs) for m, vs in by_model.items()}
+    base = {(v["prompt_id"], v["index"]): v for v in by_model["base"]}
+    pairs = [(base[(v["prompt_id"], v["index"])], v) for v in by_model["aligned"]
+             if (v["prompt_id"], v["index"]) in base]
+    scored = [(b, a) for b, a in pairs if b.get("reward") is not None and a.get("reward") is not None]
+    wins = [win_score(a["reward"], b["reward"], tie_margin) for b, a in scored]
+    judged = [(b, a) for b, a in pairs if b.get("oracle") and a.get("oracle")]
+    comparison = {
+        "pairs": len(pairs),
+        "win_rate": mean_ci(wins),
+        "wins": sum(w == 1.0 for w in wins), "ties": sum(w == 0.5 for w in wins), "losses": sum(w == 0.0 for w in wins),
+        "reward_gain": mean_ci(a["reward"] - b["reward"] for b, a in scored),
+        "oracle_pairs": len(judged),
+        "oracle_gain": mean_ci(a["oracle"]["score"] - b["oracle"]["score"] for b, a in judged),
+        "oracle_win_rate": mean_ci(win_score(a["oracle"]["score"], b["oracle"]["score"], 0.0) for b, a in judged),
+        "tie_margin": tie_margin,
+    }
+    return {"models": models, "comparison": comparison}
+
+
+# ------------------------------------------------------------------------------------------------------ stage
+
+
+def _check(cfg: DictConfig) -> None:
+    for key, expected in (("label_scores", hra.LABELS), ("dimension_weights", hra.DIMENSIONS)):
+        if sorted(cfg[key]) != sorted(expected):
+            raise ValueError(f"config key '{key}' must have exactly the keys {list(expected)}, got {list(cfg[key])}")
+    if cfg.videos_per_prompt < 1 or cfg.batch_size < 1 or cfg.score_batch_size < 1:
+        raise ValueError("videos_per_prompt, batch_size and score_batch_size must be >= 1")
+
+
+def _generate_model(name: str, model: DictConfig, items: list[dict], cfg: DictConfig, runtime: dist.Runtime) -> str:
+    """Sample, write and oracle-check this rank's uncommitted shards of one model; returns its manifest URL."""
+    shards = storage.Shards(storage.join(cfg.out, "generated", name), cfg.num_shards or runtime.world_size)
+    todo = shards.todo(runtime.rank, runtime.world_size)
+    logs.event(log, f"evaluate: generating with the {name} model", videos=len(items), shards=shards.num_shards,
+               my_shards=len(todo), model=model.name_or_path)
+    if todo:
+        pipe = sampling.load_pipeline(model.family, model.name_or_path, cfg.sampling, runtime.device,
+                                      model.get("trust_remote_code", False))
+        bar = logs.progress(total=sum(len(storage.shard_slice(items, s, shards.num_shards)) for s in todo),
+                            desc=f"evaluate {name}", unit="video")
+        for shard in todo:
+            lines = []
+            mine = storage.shard_slice(items, shard, shards.num_shards)
+            for start in range(0, len(mine), cfg.batch_size):
+                batch = mine[start:start + cfg.batch_size]
+                clips = sampling.sample(pipe, model.family, [b["prompt"] for b in batch], [b["seed"] for b in batch],
+                                        cfg.sampling, runtime.device)
+                for item, clip in zip(batch, clips):
+                    rel = f"videos/{name}/{item['id']}.mp4"
+                    url = storage.join(cfg.out, rel)
+                    video.write_video(url, clip, cfg.sampling.fps)
+                    decoded = video.read_video(url).numpy()  # the oracle reads what is stored, as the critic does
+                    lines.append(json.dumps({**item, "model": name, "video": rel,
+                                             "oracle": oracle(decoded, item["prompt"])}, sort_keys=True))
+                bar.update(len(batch))
+                faults.batch_done()
+            shards.commit(shard, "".join(line + "\n" for line in lines).encode())
+        bar.close()
+        del pipe
+        if runtime.device.type == "cuda":
+            torch.cuda.empty_cache()
+    dist.barrier()
+    return storage.join(shards.url, generate.MANIFEST)
+
+
+def run(cfg: DictConfig) -> dict:
+    """`lift evaluate`: every rank generates and scores its shards; rank 0 writes OUT/results.json."""
+    _check(cfg)
+    runtime = dist.init()
+    prompts = prompts.read_prompts(cfg.prompts)
+    items = [{"prompt_id": p["id"], "prompt": p["prompt"], "index": k,
+              "seed": sampling.video_seed(cfg.seed, p["id"], k), "id": f"{p['id']}-{k:03d}"}
+             for p in prompts for k in range(cfg.videos_per_prompt)]
+    manifests = {}
+    for name in MODELS:
+        manifests[name] = _generate_model(name, cfg[name], items, cfg, runtime)
+        if runtime.is_main:
+            storage.Shards(storage.parent(manifests[name]), cfg.num_shards or runtime.world_size).merge(
+                generate.MANIFEST)
+    dist.barrier()
+
+    to_score = [Item(f"{name}/{it['id']}", f"videos/{name}/{it['id']}.mp4",
+                     storage.join(cfg.out, f"videos/{name}/{it['id']}.mp4"), it["prompt"])
+                for name in MODELS for it in items]
+    num_shards = cfg.num_shards or runtime.world_size
+    scores_url = storage.join(cfg.out, "scores")
+    pending = storage.Shards(scores_url, num_shards).todo(runtime.rank, runtime.world_size)
+    # the critic is loaded only by a rank with shards left to score (score_sharded touches it only for those)
+    scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens) if pending else None
+    label_scores, weights = dict(cfg.label_scores), dict(cfg.dimension_weights)
+
+    def make_record(item: Item, rating: dict) -> dict:
+        return {"key": item.id, "labels": rating["labels"], "probs": rating["probs"], "reasons": rating["reasons"],
+                "reward": round(reward_from_probs(rating["probs"], label_scores, weights), 6)}
+
+    ratings = score_sharded(to_score, scorer, scores_url, "logits", cfg.score_batch_size, cfg.num_shards, runtime,
+                            make_record)
+    if not runtime.is_main:
+        return {}
+
+    by_key = {r["key"]: r for r in ratings}
+    videos = []
+    for name in MODELS:
+        for line in storage.read_text(manifests[name]).splitlines():
+            if line.strip():
+                v = json.loads(line)
+                r = by_key[f"{name}/{v['id']}"]
+                videos.append({**v, "labels": r["labels"], "probs": r["probs"], "reasons": r["reasons"],
+                               "reward": r["reward"]})
+    summary = summarize(videos, cfg.tie_margin)
+    results = {
+        "base": {"family": cfg.base.family, "name_or_path": cfg.base.name_or_path},
+        "aligned": {"family": cfg.aligned.family, "name_or_path": cfg.aligned.name_or_path},
+        "critic": cfg.critic, "mode": "logits", "prompts": len(prompts), "videos_per_prompt": cfg.videos_per_prompt,
+        "seed": cfg.seed, "sampling": {k: cfg.sampling[k] for k in cfg.sampling},
+        "label_scores": label_scores, "dimension_weights": weights, "confidence": 0.95,
+        "oracle_definition": {"score": ORACLE_SCORE,
+                              "checks": {k: {"dimension": d, "passes_when": what}
+                                         for k, (d, what) in ORACLE_CHECKS.items()}},
+        **summary,
+        "videos": videos,
+    }
+    storage.write_json(storage.join(cfg.out, RESULTS), results)
+    models, comparison = summary["models"], summary["comparison"]
+    oracle_means = {m: (models[m]["oracle"] or {}).get("score", {}).get("mean") for m in MODELS}
+    logs.event(log, "evaluate: results", out=storage.join(cfg.out, RESULTS),
+               reward_base=models["base"]["reward"]["mean"], reward_aligned=models["aligned"]["reward"]["mean"],
+               win_rate=comparison["win_rate"]["mean"], oracle_base=oracle_means["base"],
+               oracle_aligned=oracle_means["aligned"])
+    return {"prompts": len(prompts), "videos": len(videos), "pairs": comparison["pairs"],
+            "mean_reward_base": models["base"]["reward"]["mean"],
+            "mean_reward_aligned": models["aligned"]["reward"]["mean"],
+            "win_rate": comparison["win_rate"]["mean"],
+            "oracle_base": oracle_means["base"], "oracle_aligned": oracle_means["aligned"]}

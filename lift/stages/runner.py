@@ -1,0 +1,94 @@
+"""Running one stage: skip it when sealed, discard output of another config, run it on every rank, then seal it.
+
+The marker contract of docs/DESIGN.md in one place: an output folder is complete only when its `_SUCCESS` marker
+exists, written last by rank 0 after every rank is done, with the config hash and the identities of the sealed
+inputs it read; `_STARTED` says which config is writing a folder, so parts of another config are never reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from omegaconf import DictConfig, OmegaConf
+
+from lift import config
+from lift.core import dist, logs
+from lift.io import storage
+from lift.stages import STAGES, resolve
+
+log = logging.getLogger(__name__)
+
+
+def sealed_inputs(cfg) -> dict[str, str]:
+    """Config key -> identity (config hash @ time) of each sealed folder the stage reads: the folder a path or URL
+    value names, or the folder of a file it names. A stage whose inputs were rebuilt since it ran is rerun,
+    as one whose own config changed (new rollouts need new scores)."""
+    inputs = {}
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
+        if key.split(".")[-1] in ("run", "out", "work") or not isinstance(value, str) or "/" not in value:
+            continue
+        looks_like_file = "." in value.rstrip("/").rsplit("/", 1)[-1]  # prompts.jsonl, release.json
+        seal = storage.seal(storage.parent(value) if looks_like_file else value)
+        if seal:
+            inputs[key] = seal
+    return inputs
+
+
+def _leaves(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def run_stage(stage: str, cfg: DictConfig, force: bool = False, target: str | None = None) -> dict | None:
+    """Skip-if-sealed, run, then seal: the marker contract of every stage in one place.
+
+    Committed part files are kept for a rerun of the same config (so it finishes only the rest) and dropped when
+    the config changed or `--force` is given, together with the old marker; `--force` also drops checkpoints.
+    The stage function does the work (on every rank); rank 0 saves the resolved config and writes `_SUCCESS`
+    last, after all ranks are done.
+    """
+    fn = resolve(target or STAGES[stage].run)
+    digest, inputs = config.config_hash(cfg), sealed_inputs(cfg)
+    marker = storage.read_marker(cfg.out)
+    if marker and marker.get("config_hash") == digest and marker.get("inputs", {}) == inputs and not force:
+        logs.event(log, f"{stage}: already complete, skipping (use --force to rerun)", out=cfg.out, config_hash=digest)
+        return marker.get("counts")
+    started_url = storage.join(cfg.out, storage.STARTED)
+    started = storage.read_json(started_url) if storage.exists(started_url) else None
+    stale = force or bool(marker) or (started is not None and (started.get("config_hash"), started.get("inputs", {}))
+                                      != (digest, inputs))
+    runtime = dist.init()
+    if runtime.is_main:
+        if stale:
+            logs.event(log, f"{stage}: discarding earlier output of {'--force' if force else 'another config'}",
+                       out=cfg.out, new=digest)
+            storage.unseal(cfg.out, drop=("checkpoints",) if force else ())
+        storage.write_json(started_url, {"stage": stage, "config_hash": digest, "inputs": inputs})
+    dist.barrier()
+    start = time.time()
+    counts = fn(cfg) or {}
+    dist.barrier()
+    if runtime.is_main:
+        config.save(cfg, storage.join(cfg.out, "config.yaml"))
+        storage.write_marker(cfg.out, stage, digest, counts, seconds=round(time.time() - start, 1), inputs=inputs)
+    dist.barrier()
+    logs.event(log, f"{stage}: done", out=cfg.out, seconds=round(time.time() - start, 1), **counts)
+    return counts
+
+
+def wait_for(urls: list[str], timeout: float = 0, interval: float = 10) -> None:
+    pending = [u.removesuffix("/" + storage.MARKER) for u in urls]
+    deadline = time.time() + timeout if timeout > 0 else None
+    while pending:
+        pending = [u for u in pending if not storage.exists(storage.join(u, storage.MARKER))]
+        if not pending:
+            break
+        if deadline and time.time() > deadline:
+            raise TimeoutError(f"still not complete after {timeout:.0f}s: {', '.join(pending)}")
+        logs.event(log, "waiting for inputs", pending=",".join(pending))
+        time.sleep(interval)
+    logs.event(log, "inputs complete", urls=",".join(urls))

@@ -1,0 +1,73 @@
+"""`lift score`: rate videos with a trained critic and turn the ratings into LiFT's reward.
+
+Two modes, both deterministic and batched (B videos x 3 questions per forward):
+- `logits` (default): one forward per batch reads P(Good/Normal/Bad) where the answer states its label; the label
+  is the argmax and the reward the expectation of s(label). Reason-first critics first say a short greedy reason.
+- `generate`: greedy decoding of the whole answer with its reason; the label is parsed, and an answer that states
+  none is recorded as unparsable and left out of the reward (counted in the marker), never taken as Good.
+
+    lift score                                        # toy run folder
+    torchrun --nproc-per-node 8 -m lift score rollouts=s3://b/run/rollouts critic=s3://b/run/critic/model
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+from lift.core import dist
+from lift.data import hra
+from lift.io import storage
+from lift.models.scoring import Item, Scorer, read_items, reward_from_labels, reward_from_probs, score_sharded
+
+log = logging.getLogger(__name__)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def run(cfg: DictConfig) -> dict:
+    """`lift score`: score records of DESIGN.md for every video of the rollouts (or any manifest) folder."""
+    runtime = dist.init()
+    for key in ("label_scores", "dimension_weights"):
+        expected = hra.LABELS if key == "label_scores" else hra.DIMENSIONS
+        if sorted(cfg[key]) != sorted(expected):
+            raise ValueError(f"config key '{key}' must have exactly the keys {list(expected)}, got {list(cfg[key])}")
+    items = read_items(storage.join(cfg.rollouts, "manifest.jsonl"))
+    scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens, cfg.trust_remote_code)
+    scores, weights = dict(cfg.label_scores), dict(cfg.dimension_weights)
+
+    def make_record(item: Item, rating: dict) -> dict:
+        reward = (reward_from_probs(rating["probs"], scores, weights) if cfg.mode == "logits"
+                  else reward_from_labels(rating["labels"], scores, weights))
+        return {"id": item.id, "video": item.video, "prompt": item.prompt, "labels": rating["labels"],
+                "probs": rating["probs"], "reasons": rating["reasons"], "unparsable": rating["unparsable"],
+                "reward": None if reward is None else round(reward, 6), "critic": cfg.critic, "mode": cfg.mode}
+
+    records = score_sharded(items, scorer, cfg.out, cfg.mode, cfg.batch_size, cfg.num_shards, runtime, make_record)
+    if not runtime.is_main:
+        return {}
+    unparsable = [f"{r['id']} ({', '.join(r['unparsable'])})" for r in records if r["unparsable"]]
+    if unparsable:
+        log.warning("%d of %d videos got a critic answer without a label; their reward is null (never Good) and "
+                    "align leaves them out: %s", len(unparsable), len(records), ", ".join(unparsable[:20]))
+    rewards = [r["reward"] for r in records if r["reward"] is not None]
+    labels = {d: {l: sum(r["labels"].get(d) == l for r in records) for l in hra.LABELS} for d in hra.DIMENSIONS}
+    return {"videos": len(records), "unparsable": sum(bool(r["unparsable"]) for r in records),
+            "mean_reward": round(sum(rewards) / len(rewards), 6) if rewards else None, "labels": labels}

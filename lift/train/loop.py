@@ -1,0 +1,213 @@
+"""The training loop shared by `lift critic` and `lift align`: load checkpoint -> while not done: step, maybe save.
+
+Stage modules bring the model, the dataset and a loss function; this module owns parallelism (FSDP2), the
+optimizer and schedule, gradient accumulation and clipping, non-finite losses, checkpoints, logs and TensorBoard.
+
+Determinism: the data order is a function of (seed, epoch), random draws of a step are a function of
+(seed, step, rank), and each global batch is split across ranks in rank order, so a run with W ranks x batch b sees the same examples per step as one process with batch W*b, and a
+resumed run continues with exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as torch_dist
+from torch.utils.data import DataLoader, Dataset
+
+from lift.config.schema import TrainerConfig
+from lift.core import dist, faults, logs
+from lift.io import storage
+from lift.train.checkpoint import Checkpointer, TrainState
+from lift.train.optim import build_optimizer, build_scheduler, total_steps
+from lift.train.sampler import GlobalBatchSampler
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, dict, int], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+@dataclass
+class _Board:
+    """TensorBoard on rank 0; event files go to a local folder and are copied to object storage at checkpoints."""
+
+    url: str
+    enabled: bool
+
+    def __post_init__(self):
+        self.writer = None
+        if not self.enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.local = storage.filesystem(self.url)[1] if storage.protocol_of(self.url) == "file" else tempfile.mkdtemp(prefix="lift-tb-")
+        self.writer = SummaryWriter(self.local)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if self.writer:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def sync(self) -> None:
+        if not self.writer:
+            return
+        self.writer.flush()
+        if storage.protocol_of(self.url) != "file":
+            storage.upload_dir(self.local, self.url)
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    if not torch_dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    torch_dist.all_reduce(t)
+    return {k: v / torch_dist.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def worker_init(_worker_id: int) -> None:
+    """Hide the objects a forked worker inherits from the garbage collector. Otherwise the worker's first full
+    collection (an S3 client's creation triggers one) walks the parent's ~0.5M objects, copying the memory pages
+    they live on: 0.46 CPU-s per worker, the largest part of the s3:// loaders' extra CPU in
+    benchmarks/video_loading.py. Objects are still freed by reference counting; only cycles among the inherited
+    ones are never collected in the worker."""
+    gc.freeze()
+
+
+def make_loader(dataset: Dataset, sampler: GlobalBatchSampler, collate: Callable[[list], dict], cfg: TrainerConfig,
+                device: torch.device) -> DataLoader:
+    """The training DataLoader: `cfg.num_workers` forked worker processes (none for a dataset of one batch)."""
+    workers = cfg.num_workers if len(dataset) > cfg.batch_size else 0
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                      worker_init_fn=worker_init if workers else None,
+                      # fork is safe with fsspec/s3fs: fsspec resets its event loop and instance cache after fork
+                      multiprocessing_context="fork" if workers else None)
+
+
+def fit(
+    *,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    collate: Callable[[list], dict],
+    loss_fn: LossFn,
+    cfg: TrainerConfig,
+    out_url: str,
+    fingerprint: dict,
+    runtime: dist.Runtime,
+) -> dict:
+    """Train until the configured number of optimizer steps; returns counters for the stage's marker."""
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed)
+    steps = total_steps(cfg, sampler.batches_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, cfg, runtime.device)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, cfg, steps),
+                       trainable_only=len(params) < sum(1 for _ in model.parameters()))
+    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints, cfg.async_checkpoint)
+    resumed = ckpt.load(state)
+    board = _Board(storage.join(out_url, "tensorboard"), runtime.is_main)
+    loader = make_loader(dataset, sampler, collate, cfg, runtime.device)
+    # bf16 compute on GPU: FSDP2 casts through its MixedPrecisionPolicy; one process (or DDP) would otherwise train
+    # in fp32 (no tensor-core bf16, ~10x slower matmuls on an H100), so it gets autocast instead.
+    autocast = (runtime.device.type == "cuda" and cfg.mixed_precision == "bf16"
+                and not (runtime.distributed and cfg.fsdp))
+    skipped, window, t0 = 0, [], time.time()
+    bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")
+    logs.event(log, "training", steps=steps, resumed_at=state.step if resumed else 0, examples=len(dataset),
+               global_batch=sampler.global_batch * cfg.grad_accum, world_size=runtime.world_size)
+    model.train()
+    while state.step < steps:
+        micro = state.step * cfg.grad_accum
+        epoch, start = divmod(micro, sampler.batches_per_epoch)
+        sampler.set_position(epoch, start)
+        batches = iter(loader)
+        while state.step < steps:
+            group = []
+            for _ in range(cfg.grad_accum):
+                if (batch := next(batches, None)) is None:
+                    break
+                group.append(batch)
+            if len(group) < cfg.grad_accum:
+                break  # epoch boundary: the outer loop starts the next epoch's order
+            loss_sum, metrics, nonfinite = 0.0, {}, False
+            # Dropout and noise draw from a generator that is a function of (seed, step, rank): a resumed run
+            # draws exactly what the uninterrupted run drew, with no RNG state to checkpoint.
+            torch.manual_seed(cfg.seed * 1_000_003 + state.step * 1_009 + runtime.rank)
+            for batch in group:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    loss, extra = loss_fn(model, batch, state.step)
+                nonfinite |= not bool(torch.isfinite(loss.detach()))
+                (loss / cfg.grad_accum).backward()
+                loss_sum += float(loss.detach()) / cfg.grad_accum
+                for k, v in extra.items():
+                    metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum
+            flag = torch.tensor(float(nonfinite))
+            if torch_dist.is_initialized():
+                torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
+            if flag.item():
+                ids = [i for b in group for i in b.get("ids", [])]
+                if cfg.on_nonfinite == "stop":
+                    raise FloatingPointError(f"non-finite loss at step {state.step} (rank {runtime.rank}, "
+                                             f"batch ids {ids}); set trainer.on_nonfinite=skip to skip such steps")
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                log.warning("skipped step %d: non-finite loss (batch ids %s)", state.step, ids)
+                state.step += 1
+                state.scheduler.step()
+                bar.update()
+                ckpt.wait()
+                continue
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.scheduler.step()
+            state.step += 1
+            bar.update()
+            ckpt.wait()  # an asynchronous checkpoint taken after the previous step is committed now
+            faults.kill_point(faults.KILL_AT_STEP, state.step)  # crash tests: lift/faults.py
+            window.append(loss_sum)
+            if state.step % cfg.log_every == 0 or state.step == steps:
+                elapsed = time.time() - t0
+                scalars = _mean_across_ranks({"loss": sum(window) / len(window), **metrics})
+                scalars.update(lr=state.scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+                               samples_per_s=len(window) * cfg.grad_accum * sampler.global_batch / max(elapsed, 1e-9),
+                               peak_memory_gb=_peak_memory_gb(runtime.device))
+                board.scalars(state.step, scalars)
+                logs.event(log, "step", step=state.step, **{k: f"{v:.4g}" for k, v in scalars.items()})
+                bar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                window, t0 = [], time.time()
+            if cfg.checkpoint_every > 0 and state.step % cfg.checkpoint_every == 0 and state.step < steps:
+                ckpt.save(state)
+                board.sync()
+    bar.close()
+    ckpt.save(state, block=True)
+    board.sync()
+    return {"steps": state.step, "skipped_steps": skipped, "examples": len(dataset), "resumed": bool(resumed)}
+
