@@ -12,7 +12,7 @@ ARG BASE_IMAGE=pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 # Everything a process writes outside object storage goes under HOME/.cache or /tmp: on Kubernetes the root
-# filesystem is read-only and those two are emptyDir volumes (lift/pytorchjob.py, charts/templates/_pytorchjob.tpl).
+# filesystem is read-only and those two are emptyDir volumes (lift/launch/pytorchjob.py, charts/templates/_pytorchjob.tpl).
 ENV HOME=/home/lift \
     XDG_CACHE_HOME=/home/lift/.cache \
     HF_HOME=/home/lift/.cache/huggingface \

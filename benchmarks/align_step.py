@@ -89,7 +89,7 @@ def toy_examples(n: int, folder: str) -> list:
         scene = world.Scene.sample(rng)
         url = f"file://{folder}/v{i:03d}.mp4"
         video.write_video(url, world.render(scene, rng=rng, frames=16, size=32), fps=8)
-        examples.append(align.Example(f"v{i:03d}", url, scene.prompt, 1.0, 0.9 if i % 2 else 0.05))
+        examples.append(align.AlignExample(f"v{i:03d}", url, scene.prompt, 1.0, 0.9 if i % 2 else 0.05))
     return examples
 
 

@@ -1,5 +1,5 @@
 """Checkpoints: DCP save and load of an FSDP2 model plus AdamW state to s3:// (moto on loopback) through
-`lift.checkpoint.Checkpointer` vs raw s3fs put/get of the same bytes; and the training stall an asynchronous
+`lift.train.checkpoint.Checkpointer` vs raw s3fs put/get of the same bytes; and the training stall an asynchronous
 checkpoint leaves in `lift.train.fit` vs a synchronous one.
 
     .venv/bin/python benchmarks/checkpoints.py            # starts moto, then torchrun --nproc-per-node 2 (gloo)

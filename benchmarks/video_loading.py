@@ -6,7 +6,7 @@ the same clips in one process, from file:// and from s3:// on a loopback moto se
     .venv/bin/python benchmarks/video_loading.py --clips 8 --repeats 1   # quicker, noisier
 
 Clips: 49 frames at 240x360 (LiFT's 49 x 480x720 at a quarter of the area, same aspect), smooth synthetic content
-with mild grain, encoded by `lift.video.write_video` (H.264 crf 4, as every stage writes). Also a pass over the toy
+with mild grain, encoded by `lift.io.video.write_video` (H.264 crf 4, as every stage writes). Also a pass over the toy
 world's own clip size (16 x 32x32), where per-file costs dominate.
 
 "frames/s" counts source frames decoded (49 per clip whatever the loader samples), so loader and raw decode do the
@@ -117,7 +117,7 @@ def score_loader(urls: list[str], repeats: int, frames_per_clip: int) -> dict:
 def critic_loader(urls: list[str], repeats: int, frames_per_clip: int, processor_dir: str) -> dict:
     """`lift critic`'s training loader as `loop.fit` builds it: (video, dimension) examples, 8 frames, the
     processor's collate (resize, patchify, tokenise, mask), batch 4, 2 workers."""
-    examples = [critic.Example(u, "a red disc moves right", "motion", "Good. The motion is smooth.", f"v{i}")
+    examples = [critic.CriticExample(u, "a red disc moves right", "motion", "Good. The motion is smooth.", f"v{i}")
                 for i, u in enumerate(urls)]
     dataset = critic.Examples(examples, frames=8)
     cfg = TrainerConfig(batch_size=4, num_workers=WORKERS)

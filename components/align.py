@@ -1,4 +1,4 @@
-"""TorchX component for `lift align`; the launch logic is lift.launch.stage_app, shared by every component.
+"""TorchX component for `lift align`; the launch logic is stage_app (lift/launch/component.py), shared by all.
 
     torchx run -s local_cwd components/align.py:align -j 1x2 --config cfg.yaml -- trainer.max_steps=10
     torchx run -s kubernetes --dryrun --workspace "" -cfg queue=default components/align.py:align \\
@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 
 from torchx import specs
 
-from lift.launch.component import DEFAULT_IMAGE, stage_app
+from lift.launch.component import DEFAULT_IMAGE, options, stage_app
 
 
 def align(
@@ -52,8 +52,4 @@ def align(
         mounts: volumes, type=volume,src=PVC,dst=/path[,readonly] (see torchx.specs.parse_mounts)
         force: rerun even if the output's _SUCCESS marker matches the config
     """
-    return stage_app(
-        "align", *overrides, config=config, image=image, name=name, j=j, h=h, cpu=cpu, gpu=gpu, memMB=memMB,
-        endpoint=endpoint, region=region, env=env, max_retries=max_retries, max_restarts=max_restarts,
-        rdzv_port=rdzv_port, mounts=mounts, force=force,
-    )
+    return stage_app("align", *overrides, **options(locals()))

@@ -1,4 +1,5 @@
-"""The `lift` command: one subcommand per stage of docs/DESIGN, plus data, models, wait and config helpers.
+"""The `lift` command: one subcommand per stage of the registry (docs/ARCHITECTURE.md), plus data, models, wait and
+config helpers.
 
     lift data toy OUT_URL [key=value ...]
     lift data import RELEASE_JSON_URL VIDEOS_URL OUT_URL [key=value ...]

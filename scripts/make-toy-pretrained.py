@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""Make the toy-pretrained models shipped in lift/pretrained/ (`lift models toy` copies them into a run):
+"""Make the toy-pretrained models shipped in lift/toy/pretrained/ (`lift models toy` copies them into a run):
 
     critic-toy      the start of the toy world's critic, as a pretrained VLM is the start of LiFT's: the tiny zoo
-                    critic pretrained on toy clips and their captions (lift.zoo.pretrain_critic), then taught to
+                    critic pretrained on toy clips and their captions (lift.toy.zoo.pretrain_critic), then taught to
                     rate by `lift critic` on a toy world of its own (seed 1000, never a run's)
     cogvideox-toy   the toy base text-to-video pipeline: the tiny zoo CogVideoX with its VAE and transformer
                     trained on the whole rated toy set, defects included (`lift base`)
 
-    .venv/bin/python scripts/make-toy-pretrained.py                 # ~1.5 hours on 2 cores; rewrites lift/pretrained/
+    .venv/bin/python scripts/make-toy-pretrained.py                 # ~1.5 hours on 2 cores; rewrites lift/toy/pretrained/
     .venv/bin/python scripts/make-toy-pretrained.py --models cogvideox-toy    # the base alone
     .venv/bin/python scripts/make-toy-pretrained.py --work runs/toy-pretrained --out /tmp/pretrained
 
@@ -102,7 +102,7 @@ def ship(src_url: str, dest: str, provenance: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default="runs/toy-pretrained", help="working run folder (default: %(default)s)")
-    ap.add_argument("--out", default=zoo.PRETRAINED, help="where the two folders go (default: lift/pretrained)")
+    ap.add_argument("--out", default=zoo.PRETRAINED, help="where the two folders go (default: lift/toy/pretrained)")
     ap.add_argument("--clips", type=int, default=2000, help="base: rated toy clips it is trained on (default: 2000)")
     ap.add_argument("--vae-steps", type=int, default=1500, help="base: VAE steps of 4 clips (default: 1500)")
     ap.add_argument("--transformer-steps", type=int, default=10000,

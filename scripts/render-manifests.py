@@ -1,18 +1,23 @@
 #!/usr/bin/env python3
 """Render the Helm chart into plain manifests for kubectl/kustomize users: manifests/ is generated, never edited.
 
-    python scripts/render-manifests.py                         # rewrite manifests/ from charts/ + manifests-values
-    python scripts/render-manifests.py --check                 # exit 1 if manifests/ differs from the chart
+    python scripts/render-manifests.py                         # rewrite stages.json and manifests/
+    python scripts/render-manifests.py --check                 # exit 1 if either is out of date
     python scripts/render-manifests.py -f my.yaml -o my-manifests --namespace ml --release lift-prod
 
-The chart is rendered offline by the real Helm engine (helm-python-sdk: no helm binary, no cluster). Each object
+First the chart's stage list, charts/files/stages.json, is written from lift's stage registry
+(`lift.stages.cluster_stages()`: name, output folder and inputs of each cluster stage, in pipeline order); the
+chart reads it with `.Files.Get`, so its PyTorchJobs, stage configs and input waits follow the registry. Then the
+chart is rendered offline by the real Helm engine (helm-python-sdk: no helm binary, no cluster). Each object
 becomes one file named KIND-NAME.yaml, Helm's bookkeeping labels are replaced by kustomize's, and a
-kustomization.yaml lists the files. tests/test_chart.py calls `render()` and fails when manifests/ has drifted.
+kustomization.yaml lists the files. tests/test_chart.py calls `stages_json()` and `render()` and fails when
+stages.json or manifests/ has drifted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -20,8 +25,11 @@ from pathlib import Path
 import helm_python as helm
 import yaml
 
+from lift.stages import cluster_stages
+
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts"
+STAGES_JSON = CHART / "files" / "stages.json"
 VALUES = ROOT / "scripts" / "manifests-values.yaml"
 OUT = ROOT / "manifests"
 RELEASE = "lift"
@@ -44,6 +52,12 @@ namespace: {namespace}
 #     digest: sha256:...
 resources:
 {resources}"""
+
+
+def stages_json() -> str:
+    """charts/files/stages.json: the registry's cluster stages in order, as the chart's helpers read them."""
+    entries = [{"name": s.name, "output": s.output, "inputs": [list(i) for i in s.inputs]} for s in cluster_stages()]
+    return "[\n" + ",\n".join(f"  {json.dumps(e)}" for e in entries) + "\n]\n"  # one stage a line
 
 
 def _relabel(text: str) -> str:
@@ -103,8 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", type=Path, default=OUT, help=f"output folder (default: {OUT.relative_to(ROOT)})")
     p.add_argument("--release", default=RELEASE, help=f"release name the objects are named after (default: {RELEASE})")
     p.add_argument("--namespace", default=NAMESPACE, help=f"namespace of the objects (default: {NAMESPACE})")
-    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folder differs")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if stages.json or the folder differs")
     args = p.parse_args(argv)
+    stages = stages_json()
+    stale = not STAGES_JSON.is_file() or STAGES_JSON.read_text() != stages
+    if stale and args.check:
+        # The chart would render a stage list the registry no longer has: what manifests/ should be is unknown.
+        print(f"changed: {STAGES_JSON}\nrender-manifests: out of date; run `python scripts/render-manifests.py`",
+              file=sys.stderr)
+        return 1
+    if stale:
+        STAGES_JSON.parent.mkdir(exist_ok=True)
+        STAGES_JSON.write_text(stages)
+        print(f"render-manifests: wrote {STAGES_JSON} from lift.stages")
     try:
         files = render(args.values, args.release, args.namespace)
     except helm.HelmError as e:

@@ -1,7 +1,7 @@
 """A fault-injecting HTTP proxy for object-storage tests: put it in front of an S3 endpoint (moto, MinIO) on
 loopback and point AWS_ENDPOINT_URL at it, and a seeded fraction of requests fail the way object stores fail.
 
-    python -m lift.faultproxy http://127.0.0.1:9000 --rate 0.2 --seed 0 --port 9100
+    python tests/faultproxy.py http://127.0.0.1:9000 --rate 0.2 --seed 0 --port 9100
     AWS_ENDPOINT_URL=http://127.0.0.1:9100 lift score ...
 
 Per request, with a seeded RNG (the sequence of draws is fixed; which request gets which draw depends on the order
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import signal
 import socket
@@ -264,7 +265,7 @@ class FaultProxy:
     def start(self) -> FaultProxy:
         f = self.faults
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "lift.faultproxy", self.target, "--port", str(self.port), "--rate", str(f.rate),
+            [sys.executable, os.path.abspath(__file__), self.target, "--port", str(self.port), "--rate", str(f.rate),
              "--kinds", ",".join(f.kinds), "--delay-rate", str(f.delay_rate), "--delay", str(f.delay_s),
              "--seed", str(f.seed)], stdout=subprocess.PIPE, text=True)
         line = self._process.stdout.readline()
@@ -296,7 +297,7 @@ class FaultProxy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lift.faultproxy", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python tests/faultproxy.py", description=__doc__.split("\n\n")[0])
     p.add_argument("target", help="upstream endpoint, e.g. http://127.0.0.1:9000")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     p.add_argument("--rate", type=float, default=0.2, help="fraction of requests that fail (default: 0.2)")

@@ -52,12 +52,12 @@ def test_generation_is_deterministic_per_video(family, zoo_dir, tmp_path):
     assert sorted(m["id"] for m in manifest) == ["p0-000", "p0-001", "p1-000", "p1-001"]
     first = manifest[0]
     assert first["seed"] == sampling.video_seed(0, first["prompt_id"], first["index"])
-    sampling = stages.load("generate", None, SAMPLING).sampling
-    pipe = sampling.load_pipeline(family, f"{zoo_dir}/{family}", sampling, torch.device("cpu"))
+    settings = stages.load("generate", None, SAMPLING).sampling
+    pipe = sampling.load_pipeline(family, f"{zoo_dir}/{family}", settings, torch.device("cpu"))
     second = manifest[1]
     batched = sampling.sample(pipe, family, [first["prompt"], second["prompt"]], [first["seed"], second["seed"]],
-                              sampling, torch.device("cpu"))
-    alone = sampling.sample(pipe, family, [first["prompt"]], [first["seed"]], sampling, torch.device("cpu"))[0]
+                              settings, torch.device("cpu"))
+    alone = sampling.sample(pipe, family, [first["prompt"]], [first["seed"]], settings, torch.device("cpu"))[0]
     # batched float math may round a pixel differently, never more
     assert np.abs(alone.astype(int) - batched[0].astype(int)).max() <= 2, "a video does not depend on its batch"
     assert video.read_video(f"{rollouts}/{first['video']}").shape == alone.shape

@@ -9,8 +9,8 @@ the real Helm v4 engine (helm-python-sdk), then:
   rejected, against the rules of its admission webhook, and through the kubeflow-training SDK models;
 - each stage's config from the ConfigMap loaded by `lift.config.load` and each command parsed by lift's own CLI
   parser and torchrun's, so the chart never ships a config or command line that lift rejects;
-- the stages' ordering (init containers waiting for `_SUCCESS` markers) checked against ../shared/DESIGN.md's
-  table and lift's own default paths; security contexts and credentials checked; invalid values refused;
+- the stage list, the stages' ordering (init containers waiting for `_SUCCESS` markers), the TorchX components and
+  the CLI checked against lift's stage registry (lift/stages/__init__.py) and its own default paths; security contexts and credentials checked; invalid values refused;
 - every pod template and manifest scanned with checkov (tests/checkov_scan.py holds the accepted findings).
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -30,6 +31,10 @@ import kubernetes_validate
 import pytest
 import yaml
 from checkov_scan import CHECKOV_SKIPS, describe, pods_from_job, run_checkov
+from torchx.specs.finder import get_component
+
+from lift import cli, stages
+from lift.launch import component
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts"
@@ -51,20 +56,12 @@ VALUE_SETS: dict[str, list[Path]] = {
 }
 SOURCES = [*VALUE_SETS, "manifests"]  # where rendered objects come from: a values set, or the manifests/ files
 
-STAGES = ["data", "critic", "critic-eval", "generate", "score", "align", "evaluate"]
-# ../shared/DESIGN.md's table, as the chart encodes it (lift.stageInputs in _helpers.tpl):
-# stage -> [(its config key of the input, folder under RUN whose _SUCCESS marks that input)].
-INPUTS = {
-    "data": [],
-    "critic": [("data", "data")],
-    "critic-eval": [("critic", "critic"), ("data", "data")],
-    "generate": [("prompts", "data")],
-    "score": [("rollouts", "rollouts"), ("critic", "critic")],
-    "align": [("rollouts", "rollouts"), ("scores", "scores"), ("real", "data")],
-    "evaluate": [("aligned.name_or_path", "align"), ("critic", "critic"), ("prompts", "data")],
-}
-# Folder under RUN each producing stage seals with its _SUCCESS marker (its `out`).
-PRODUCES = {"data": "data", "critic": "critic", "generate": "rollouts", "score": "scores", "align": "align"}
+# The registry's cluster stages (the toy world's local `base` is left out), which the chart reads from
+# charts/files/stages.json: in order, each one's inputs (its config key of the input, folder under RUN whose
+# _SUCCESS marks it), and the folder under RUN each seals with its _SUCCESS marker (its `out`).
+STAGES = [s.name for s in stages.cluster_stages()]
+INPUTS = {s.name: list(s.inputs) for s in stages.cluster_stages()}
+PRODUCES = {s.name: s.output for s in stages.cluster_stages()}
 
 
 def _layer(base: dict, over: dict) -> dict:
@@ -312,8 +309,6 @@ def test_pytorchjobs_round_trip_through_kubeflow_sdk(source):
 @pytest.mark.parametrize("source", SOURCES)
 def test_stage_configs_load_and_commands_parse_with_lift(source, tmp_path):
     """Each stage's config file and command line, read the way the container reads them."""
-    from lift import cli, stages
-
     r = render(source)
     configs = r.stage_configs()
     parser = cli.build_parser()
@@ -430,7 +425,7 @@ def wait_urls(job: dict) -> list[str] | None:
     return list(urls) if urls is not None else None
 
 
-def test_stage_ordering_follows_design_table():
+def test_stage_ordering_follows_the_registry():
     """One install runs the pipeline in order: each stage waits for exactly its inputs' markers."""
     r = render("default")
     run = r.merged["run"]
@@ -439,11 +434,9 @@ def test_stage_ordering_follows_design_table():
         assert wait_urls(job) == (expected or None), stage
 
 
-def test_ordering_table_matches_lift():
-    """The chart's input table agrees with lift: pipeline order, each producer's `out`, each consumer's defaults."""
-    from lift import stages
-
-    assert STAGES == [s.name for s in stages.cluster_stages()]  # base, the toy world's local helper, is left out
+def test_registry_inputs_match_lift_defaults():
+    """The registry's inputs, which the chart waits for, agree with the stages' configs: each stage's `out`, each
+    consumer's defaults, and every producer before its consumers."""
     run = "s3://b/r"
     for stage, folder in PRODUCES.items():
         assert stages.load(stage, None, [f"run={run}"]).out == f"{run}/{folder}"
@@ -454,6 +447,33 @@ def test_ordering_table_matches_lift():
             value = functools.reduce(lambda node, part: node[part], key.split("."), cfg)
             assert value == f"{run}/{folder}" or value.startswith(f"{run}/{folder}/"), (stage, key, value)
             assert STAGES.index(producer_of[folder]) < STAGES.index(stage)
+
+
+def test_chart_components_and_cli_follow_the_registry():
+    """Everything that lists stages agrees with lift/stages/__init__.py: charts/files/stages.json (as
+    scripts/render-manifests.py writes it), the chart's rendered stage list, one TorchX component per cluster stage
+    and one `lift STAGE` subcommand per stage."""
+    registry = stages.cluster_stages()
+    written = (CHART / "files" / "stages.json").read_text()
+    assert written == _render_manifests_module().stages_json(), \
+        "charts/files/stages.json is not the registry's; run `python scripts/render-manifests.py`"
+    assert [(e["name"], e["output"], [tuple(i) for i in e["inputs"]]) for e in json.loads(written)] == \
+        [(s.name, s.output, list(s.inputs)) for s in registry]
+    # Every stage is enabled by default: one PyTorchJob and one config file each, in pipeline order.
+    r = render("default")
+    assert list(r.jobs()) == list(r.stage_configs()) == [s.name for s in registry]
+    assert sorted(p.stem for p in (ROOT / "components").glob("*.py")) == sorted(s.section for s in registry)
+    for s in registry:
+        app = get_component(f"{ROOT}/components/{s.section}.py:{s.section}").fn()
+        argv = component.torchrun_argv(app.roles[0])
+        assert app.name == f"lift-{s.name}" and argv[argv.index("-m") + 1:] == ["lift", s.name], s.name
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._subparsers._group_actions if a.dest == "command"]
+    # `lift data` has toy|import|export actions; every other stage is a `lift STAGE [key=value ...]` subcommand
+    stage_commands = {name: p.description for name, p in commands.choices.items()
+                      if p.epilog and p.epilog.startswith("Every key of `lift config show")}
+    assert stage_commands == {s.name: s.help for s in stages.STAGES.values() if s.name != "data"}
+    assert "data" in commands.choices
 
 
 def test_inputs_pointed_elsewhere_are_not_waited_for():
@@ -667,7 +687,10 @@ def test_schema_matches_values_and_lift():
     schema = chart().schema
     values = yaml.safe_load((CHART / "values.yaml").read_text())  # in file order (the SDK's dict is sorted)
     chart().validate_schema(values)
+    # values.yaml documents each stage in prose, and the schema gives data its own definition: both are written
+    # by hand, and must name exactly the registry's cluster stages, in order.
     assert list(schema["properties"]["stages"]["properties"]) == STAGES == list(values["stages"])
+    assert schema["properties"]["stages"]["required"] == STAGES
     settings = schema["definitions"]["settings"]["properties"]
     assert set(settings) == set(values["defaults"])
     assert set(schema["properties"]) == set(values)

@@ -26,11 +26,8 @@ from torchx.specs.finder import get_component
 from lift import stages
 from lift.launch import component, hardening
 
-# component function -> the lift command it runs
-COMPONENTS = {
-    "data": "data", "critic": "critic", "critic_eval": "critic-eval", "generate": "generate", "score": "score",
-    "align": "align", "evaluate": "evaluate",
-}
+# component function (components/FN.py:FN) -> the lift command it runs: one per cluster stage of the registry
+COMPONENTS = {s.section: s.name for s in stages.cluster_stages()}
 BIN = Path(sys.executable).parent
 
 
@@ -76,6 +73,15 @@ def test_component_declares_exactly_the_builders_options(fn):
         want = builder_docs[p.name].replace("lift-COMMAND", f"lift-{COMPONENTS[fn]}")
         assert docs[p.name] == want, p.name
     assert docs[params[0].name].strip(), "the overrides need a --help line"
+
+
+def test_options_are_the_builders_keyword_options():
+    """`options(locals())` hands stage_app exactly its keyword options; a component missing one fails loudly."""
+    assert component.OPTIONS[:3] == ("config", "image", "name") and component.OPTIONS[-1] == "force"
+    scope = {name: object() for name in component.OPTIONS}
+    assert component.options({**scope, "overrides": ("run=x",)}) == scope
+    with pytest.raises(KeyError, match="force"):
+        component.options({k: v for k, v in scope.items() if k != "force"})
 
 
 @pytest.mark.parametrize("fn", COMPONENTS)
@@ -185,7 +191,7 @@ def _check_volcano_job(job: dict, cmd: str, nodes: int, gpus: int, tail: list[st
         shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
         assert shm == {"name": "dshm", "emptyDir": {"medium": "Memory"}}
         assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-        # TorchX 0.7.0 renders an empty securityContext; StageRole.pre_proc hardens every pod (lift/hardening.py).
+        # TorchX 0.7.0 renders an empty securityContext; StageRole.pre_proc hardens every pod (lift/launch/hardening.py).
         sc = container["securityContext"]
         assert sc["runAsNonRoot"] and sc["runAsUser"] == hardening.UID and sc["readOnlyRootFilesystem"]
         assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False

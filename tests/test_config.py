@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,28 @@ def test_local_config_is_the_embedded_default():
     path = CONFIGS / "local" / "pipeline-tiny.yaml"
     assert path.read_text() == config.show(stages.PipelineConfig)
     assert stages.load("pipeline", str(path)) == stages.load("pipeline")
+
+
+def test_a_stage_alone_resolves_to_what_the_pipeline_runs(tmp_path):
+    """`lift STAGE run=RUN` on a pipeline's run folder gets the settings `lift pipeline` used for that stage: one
+    default per key (the pipeline's sections are the stages' own schemas), with `--config` layered the same way."""
+    run = f"file://{tmp_path}/run"
+    pipeline = stages.load("pipeline", None, [f"run={run}"])
+    for name in stages.STAGES:
+        assert stages.load(name, None, [f"run={run}"]) == stages.section(pipeline, name), name
+    align = stages.load("align", None, [f"run={run}"])
+    assert (align.trainer.lr, align.trainer.max_steps, align.trainer.warmup_steps) == (3e-4, 400, 20)
+    section = tmp_path / "align.yaml"
+    section.write_text("trainer: {lr: 1.0e-5, max_steps: 32}\n")
+    whole = tmp_path / "pipeline.yaml"
+    whole.write_text("align:\n  trainer: {lr: 1.0e-5, max_steps: 32}\n")
+    alone = stages.load("align", str(section), [f"run={run}"])
+    inside = stages.section(stages.load("pipeline", str(whole), [f"run={run}"]), "align")
+    assert alone == inside and alone.trainer.lr == 1e-5
+
+
+def test_pipeline_schema_is_composed_from_the_registry():
+    fields = [f.name for f in dataclasses.fields(stages.PipelineConfig)]
+    assert fields == ["run", *(s.section for s in stages.STAGES.values())]
+    with pytest.raises(config.ConfigError, match="unknown stage 'finetune'"):
+        stages.load("finetune")

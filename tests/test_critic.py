@@ -92,7 +92,7 @@ def test_frames_keep_their_order_in_time(zoo_dir):
     from transformers import AutoModelForImageTextToText
 
     collate = critic.Collate(f"{zoo_dir}/critic", fps=4.0)
-    example = critic.Example("v", "a red circle moves left on a black background", "motion", "Good.", "0")
+    example = critic.CriticExample("v", "a red circle moves left on a black background", "motion", "Good.", "0")
     frames = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     inputs = collate([{"frames": frames, "example": example}])["inputs"]
     assert inputs["second_per_grid_ts"].tolist() == [0.5]

@@ -11,7 +11,7 @@ import pytest
 from lift import stages
 from lift.io import storage, video
 from lift.models import sampling
-from lift.stages import evaluate, generate, runner
+from lift.stages import evaluate, runner
 from lift.toy import world
 
 PROMPTS = [{"id": "p0", "prompt": "a red circle moves left on a black background"},
@@ -161,7 +161,7 @@ def test_tiny_run_same_seeds_identical_models(zoo_dir, tmp_path_factory, monkeyp
     def refuse(*_args, **_kwargs):
         raise AssertionError("a committed part was redone")
 
-    monkeypatch.setattr(generate, "load_pipeline", refuse)
+    monkeypatch.setattr(sampling, "load_pipeline", refuse)
     monkeypatch.setattr(evaluate, "Scorer", refuse)
     assert evaluate.run(cfg)["videos"] == 4
     again = storage.read_json(f"{out}/{evaluate.RESULTS}")
@@ -203,8 +203,8 @@ def test_rerun_redoes_only_missing_parts(tmp_path, monkeypatch):
         return np.stack([world.render(world.Scene.from_prompt(p), faults, np.random.default_rng(s % 2**32),
                                     frames=cfg.frames, size=cfg.height) for p, s in zip(prompts, seeds)])
 
-    monkeypatch.setattr(generate, "load_pipeline", lambda family, name, sampling, device, *trust: name)
-    monkeypatch.setattr(generate, "sample", fake_sample)
+    monkeypatch.setattr(sampling, "load_pipeline", lambda family, name, sampling, device, *trust: name)
+    monkeypatch.setattr(sampling, "sample", fake_sample)
     monkeypatch.setattr(evaluate, "Scorer", _FakeScorer)
     prompts = [world.Scene("green", "square", 1, "up", "gray").prompt,
                world.Scene("yellow", "circle", 2, "right", "black").prompt]

@@ -1,5 +1,5 @@
 """The container image, checked statically (no Docker engine here): base image, non-root user, entrypoint, what
-is copied in, and agreement with the pods that run it (lift/hardening.py, the chart)."""
+is copied in, and agreement with the pods that run it (lift/launch/hardening.py, the chart)."""
 
 from __future__ import annotations
 

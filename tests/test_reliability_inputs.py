@@ -347,10 +347,10 @@ CASES = [
     # resuming
     Bad("checkpoint-of-another-model", lambda w: _forged_checkpoint(w, base="Qwen/Qwen2.5-VL-7B-Instruct"),
         ["{root}/critic/checkpoints/step-00000002: checkpoint is incompatible with this run: 'base' was "
-         "'Qwen/Qwen2.5-VL-7B-Instruct', now '{zoo}/critic'"]),
+         "'Qwen/Qwen2.5-VL-7B-Instruct', now '{zoo}/critic'"], code=2),
     Bad("resume-with-incompatible-config",
         lambda w: _forged_checkpoint(w, "model.answer_format=label_first", answer_format="reason_first"),
-        ["checkpoint is incompatible with this run: 'answer_format' was 'reason_first', now 'label_first'"]),
+        ["checkpoint is incompatible with this run: 'answer_format' was 'reason_first', now 'label_first'"], code=2),
     Bad("parts-of-another-world-size", _stale_shards,
         ["{root}/scores-out/part-00000-of-00002.jsonl: written with 2 shards, this run uses 1"]),
     Bad("critic-not-a-model", lambda w: (w.clips(), w.score(f"critic={w.root}/nowhere"))[1],

@@ -1,4 +1,4 @@
-"""Storage faults (docs/RELIABILITY.md): a fault-injecting proxy (lift/faultproxy.py) in front of the loopback S3
+"""Storage faults (docs/RELIABILITY.md): a fault-injecting proxy (tests/faultproxy.py) in front of the loopback S3
 endpoint fails 20% of requests with 500 InternalError, 503 SlowDown, connection resets and bodies cut off
 mid-stream, and delays others; data import, scoring, checkpoint save/load and alignment still finish with outputs
 identical to a fault-free run. Retries and timeouts come from the environment and are logged."""

@@ -1,4 +1,4 @@
-"""lift/toy.py: the toy world's determinism, label mix, reasons, files and CLI stage, and the oracle that reads
+"""lift/toy/world.py: the toy world's determinism, label mix, reasons, files and CLI stage, and the oracle that reads
 scenes and defects back off (encoded) clips."""
 
 from __future__ import annotations

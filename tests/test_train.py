@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from lift.config.schema import TrainerConfig
+from lift.core import dist
 from lift.io import storage
-from lift.train import sampler
+from lift.train import loop, optim, sampler
 
 WORKER = Path(__file__).with_name("torchrun_train.py")
 
@@ -50,9 +52,10 @@ def test_two_rank_fsdp_matches_one_process(tmp_path):
     double = _run(str(tmp_path / "two"), tmp_path / "two.pt", "batch_size=4", nproc=2)
     assert double.returncode == 0, double.stderr[-3000:]
     assert _max_diff(_weights(tmp_path / "one.pt"), _weights(tmp_path / "two.pt")) < 1e-5
-    accum = _run(str(tmp_path / "acc"), tmp_path / "acc.pt", "batch_size=4", "grad_accum=2")
+    accum = _run(str(tmp_path / "acc"), tmp_path / "acc.pt", "batch_size=2", "grad_accum=2", nproc=2)
     assert accum.returncode == 0, accum.stderr[-3000:]
     assert torch.load(tmp_path / "acc.pt", weights_only=True)["counts"]["steps"] == 8
+    assert _max_diff(_weights(tmp_path / "one.pt"), _weights(tmp_path / "acc.pt")) < 1e-5
 
 
 @pytest.mark.slow
@@ -89,3 +92,108 @@ def test_nonfinite_loss_skip_or_stop(tmp_path):
     assert skip.returncode == 0, skip.stderr[-3000:]
     counts = torch.load(tmp_path / "k.pt", weights_only=True)["counts"]
     assert counts["skipped_steps"] == 1 and counts["steps"] == 8
+
+
+# Gradient accumulation: an optimizer step is grad_accum whole micro-batches of one epoch; an epoch whose batch count
+# is not a multiple of grad_accum leaves its last batches out, as one batch of grad_accum x batch_size would.
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(n, 6, generator=g)
+        self.y = torch.sin(self.x.sum(1, keepdim=True))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i], "id": i}
+
+
+def _collate(items):
+    return {"x": torch.stack([i["x"] for i in items]), "y": torch.stack([i["y"] for i in items]),
+            "ids": [i["id"] for i in items]}
+
+
+def _fit(out, n: int, batch_size: int, grad_accum: int, seen: list | None = None, crash_at: tuple | None = None,
+         **trainer) -> tuple[dict, dict]:
+    """Fits a tiny MLP in this process; `seen` collects (step, ids) per micro-batch, `crash_at=(step, k)` raises
+    in the k-th micro-batch of that step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    cfg = TrainerConfig(lr=1e-2, batch_size=batch_size, grad_accum=grad_accum, mixed_precision="fp32",
+                        num_workers=0, warmup_steps=2, log_every=3, async_checkpoint=False,
+                        **{"checkpoint_every": 0, **trainer})
+    calls = []
+
+    def loss_fn(m, batch, step):
+        calls.append(step)
+        if crash_at and (step, calls.count(step)) == crash_at:
+            raise RuntimeError("crash for the test")
+        if seen is not None:
+            seen.append((step, batch["ids"]))
+        return torch.nn.functional.mse_loss(m(batch["x"]), batch["y"]), {}
+
+    counts = loop.fit(model=model, dataset=_Pairs(n), collate=_collate, loss_fn=loss_fn, cfg=cfg, out_url=str(out),
+                      fingerprint={"model": "mlp"}, runtime=dist.Runtime(0, 1, 0, torch.device("cpu")))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, counts
+
+
+def _assert_same_weights(a: dict, b: dict, rtol: float = 1e-6):
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        assert float((v - b[k]).abs().max()) <= rtol * float(b[k].abs().max()), k
+
+
+def test_sampler_yields_whole_accumulation_windows_of_one_epoch():
+    acc = sampler.GlobalBatchSampler(22, 2, 0, 1, seed=0, grad_accum=3)  # 11 batches: 3 steps of 3, 2 left out
+    assert (acc.steps_per_epoch, acc.batches_per_epoch, len(acc)) == (3, 9, 9)
+    big = sampler.GlobalBatchSampler(22, 6, 0, 1, seed=0)
+    for epoch in (0, 1):
+        acc.set_position(epoch, 0), big.set_position(epoch, 0)
+        batches = list(acc)
+        assert [[i for b in batches[s : s + 3] for i in b] for s in range(0, 9, 3)] == list(big)
+    acc.seek(4)  # step 4 = epoch 1, second step
+    assert (acc.epoch, acc.start, len(acc)) == (1, 3, 6)
+    assert optim.total_steps(TrainerConfig(epochs=2, grad_accum=2),
+                             sampler.GlobalBatchSampler(41, 1, 0, 1, 0, grad_accum=2).steps_per_epoch) == 40
+    with pytest.raises(ValueError, match=r"fewer than one global batch of an optimizer step \(24 = batch_size 2 x "
+                                         r"world size 2 x grad_accum 6\)"):
+        sampler.GlobalBatchSampler(23, 2, 0, 2, seed=0, grad_accum=6)
+    with pytest.raises(ValueError, match="trainer.grad_accum must be at least 1, got 0"):
+        sampler.GlobalBatchSampler(20, 2, 0, 1, seed=0, grad_accum=0)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("k", [2, 3])
+def test_grad_accum_matches_one_big_batch_across_epochs(k, tmp_path):
+    """22 examples in batches of 2 are 11 per epoch, not a multiple of k: two epochs of k x 2 match batch 2k."""
+    acc, acc_counts = _fit(tmp_path / "acc", 22, 2, k, epochs=2)
+    big, big_counts = _fit(tmp_path / "big", 22, 2 * k, 1, epochs=2)
+    assert acc_counts["steps"] == big_counts["steps"] == 2 * (11 // k)
+    _assert_same_weights(acc, big)
+
+
+@pytest.mark.timeout(60)
+def test_grad_accum_resume_mid_window_in_second_epoch(tmp_path):
+    """A crash in the second micro-batch of the step after a checkpoint in epoch 2 resumes to the same weights."""
+    clean, clean_counts = _fit(tmp_path / "clean", 22, 2, 2, epochs=2, checkpoint_every=3)
+    with pytest.raises(RuntimeError, match="crash for the test"):
+        _fit(tmp_path / "crash", 22, 2, 2, crash_at=(6, 2), epochs=2, checkpoint_every=3)  # epoch 2 is steps 5-9
+    assert storage.listdir(str(tmp_path / "crash" / "checkpoints")) == ["step-00000003", "step-00000006"]
+    resumed, counts = _fit(tmp_path / "crash", 22, 2, 2, epochs=2, checkpoint_every=3)
+    assert counts["resumed"] and counts["steps"] == clean_counts["steps"] == 10
+    _assert_same_weights(resumed, clean, rtol=0.0)
+
+
+@pytest.mark.timeout(60)
+def test_grad_accum_with_odd_batch_count_terminates(tmp_path):
+    """41 batches of 4 per epoch, grad_accum 2: 20 steps an epoch; step 20 starts the next epoch's order."""
+    seen = []
+    _, counts = _fit(tmp_path / "o", 41 * 4 + 3, 4, 2, seen=seen, max_steps=25)
+    assert counts["steps"] == 25
+    assert [s for s, _ in seen] == [s for s in range(25) for _ in range(2)]
+    for steps in (range(20), range(20, 25)):  # each epoch sees distinct examples, 8 per step
+        ids = [i for s, b in seen if s in steps for i in b]
+        assert len(ids) == len(set(ids)) == 8 * len(steps)

@@ -1,4 +1,4 @@
-"""lift/video.py: mp4 round trips on every storage protocol, frame sampling, resizing, layouts and the errors
+"""lift/io/video.py: mp4 round trips on every storage protocol, frame sampling, resizing, layouts and the errors
 a bad video raises."""
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def test_critic_from_s3_matches_local(zoo_dir, zoo_s3):
 def test_pipeline_generates(zoo_dir, family, frames):
     import diffusers
 
-    pipe = getattr(diffusers, models.PIPELINES[family]).from_pretrained(os.path.join(zoo_dir, family))
+    pipe = getattr(diffusers, families.get(family).pipeline).from_pretrained(os.path.join(zoo_dir, family))
     video = pipe(PROMPT, num_frames=frames, height=32, width=32, num_inference_steps=2, output_type="pt",
                  generator=torch.Generator().manual_seed(0), max_sequence_length=families.get(family).text_length(pipe)
                  ).frames

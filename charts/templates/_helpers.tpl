@@ -65,9 +65,26 @@ app.kubernetes.io/part-of: lift
 {{- end }}
 {{- end }}
 
-{{/* The pipeline's stages in order, as a JSON list (`include "lift.stageNames" . | fromJsonArray`). */}}
+{{/*
+The pipeline's cluster stages in order, from lift's stage registry (lift/stages/__init__.py) as
+scripts/render-manifests.py writes it to files/stages.json: a JSON list of {name, output, inputs}, inputs being
+[[config key, folder under RUN whose _SUCCESS marks it]]. Call with the root context; read with fromJsonArray.
+*/}}
+{{- define "lift.stages" -}}
+{{- $stages := .Files.Get "files/stages.json" | fromJsonArray }}
+{{- if not (and $stages (kindIs "map" (first $stages))) }}
+{{- fail "lift chart: files/stages.json is missing or not a JSON list of stages; run scripts/render-manifests.py" }}
+{{- end }}
+{{- toJson $stages }}
+{{- end }}
+
+{{/* The pipeline's stage names in order, as a JSON list (`include "lift.stageNames" . | fromJsonArray`). */}}
 {{- define "lift.stageNames" -}}
-{{- list "data" "critic" "critic-eval" "generate" "score" "align" "evaluate" | toJson }}
+{{- $names := list }}
+{{- range $stage := include "lift.stages" . | fromJsonArray }}
+{{- $names = append $names $stage.name }}
+{{- end }}
+{{- toJson $names }}
 {{- end }}
 
 {{/*
@@ -129,32 +146,23 @@ one node, never elastic. Call with (dict "root" $ "name" STAGE); read with fromJ
 {{- end }}
 
 {{/*
-Inputs of each stage, from ../shared/DESIGN.md: STAGE -> [[config key, folder under RUN whose _SUCCESS marks it]].
-A stage waits for an input only while its config leaves that key at lift's default (which lies under RUN); an
-input pointed elsewhere (a hub id, another run) is taken as ready. The base T2V model has no marker to wait for.
-*/}}
-{{- define "lift.stageInputs" -}}
-{{- dict
-  "data" (list)
-  "critic" (list (list "data" "data"))
-  "critic-eval" (list (list "critic" "critic") (list "data" "data"))
-  "generate" (list (list "prompts" "data"))
-  "score" (list (list "rollouts" "rollouts") (list "critic" "critic"))
-  "align" (list (list "rollouts" "rollouts") (list "scores" "scores") (list "real" "data"))
-  "evaluate" (list (list "aligned.name_or_path" "align") (list "critic" "critic") (list "prompts" "data"))
-  | toJson }}
-{{- end }}
-
-{{/*
-URLs whose `_SUCCESS` markers a stage waits for before it starts, as a JSON list: the derived inputs (when
-waitForInputs) then the stage's waitFor, without duplicates. Call with (dict "root" $ "name" STAGE "stage" MERGED).
+URLs whose `_SUCCESS` markers a stage waits for before it starts, as a JSON list: the registry's inputs of the
+stage (when waitForInputs) then the stage's waitFor, without duplicates. A stage waits for an input only while its
+config leaves that key at lift's default (which lies under RUN); an input pointed elsewhere (a hub id, another run)
+is taken as ready. The base T2V model has no marker to wait for. Call with (dict "root" $ "name" STAGE "stage" MERGED).
 */}}
 {{- define "lift.waitUrls" -}}
 {{- $run := trimSuffix "/" .root.Values.run }}
 {{- $config := (index .root.Values.stages .name).config | default dict }}
 {{- $urls := list }}
 {{- if .stage.waitForInputs }}
-{{- range $input := index (include "lift.stageInputs" . | fromJson) .name }}
+{{- $inputs := list }}
+{{- range $entry := include "lift.stages" .root | fromJsonArray }}
+{{- if eq $entry.name $.name }}
+{{- $inputs = $entry.inputs }}
+{{- end }}
+{{- end }}
+{{- range $input := $inputs }}
 {{- $node := $config }}
 {{- $set := true }}
 {{- range $part := splitList "." (index $input 0) }}

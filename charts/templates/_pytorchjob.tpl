@@ -1,5 +1,5 @@
 {{/*
-The PyTorchJob of one stage and its pod template. Each templates/STAGE.yaml calls
+The PyTorchJob of one stage and its pod template. templates/pytorchjobs.yaml calls, for each stage,
   include "lift.pytorchjob" (dict "root" $ "name" STAGE)
 which renders nothing when the stage is disabled.
 

@@ -182,7 +182,7 @@ class CriticConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         lr=2e-4, warmup_ratio=0.05, max_steps=200, batch_size=16, checkpoint_every=100, activation_checkpointing=False,
         num_workers=1, log_every=20))
-    """The toy run's fine-tuning of the shipped critic start on the run's own ratings (about a minute on 2 cores).
+    """The toy run's fine-tuning of the shipped critic start on the run's own ratings.
     LiFT's recipe (lr 1e-5, warmup 0.03, 20 epochs, LoRA, frozen vision) is configs/cluster/critic-qwen2.5-vl-7b.yaml;
     the longer toy recipe of docs/RESULTS.md's critic accuracy is configs/local/critic-accuracy.yaml."""
 
@@ -204,8 +204,8 @@ class CriticEvalConfig:
     mode: Literal["logits", "generate"] = "logits"
     """How labels are read: argmax of label probabilities, or parsed from greedy answers."""
     max_new_tokens: int = 96
-    """Longest generated answer in generate mode (and reason-first critics' reasons: the toy critic's run up to
-    ~70 tokens, and a reason cut short misleads the label read after it)."""
+    """Longest generated answer in generate mode, and the longest reason a reason-first critic may give before its
+    label is read in logits mode (a reason cut short misleads the label read after it)."""
     batch_size: int = 8
     """Videos per forward pass per rank."""
     num_shards: int = 0
@@ -231,8 +231,8 @@ class SamplingConfig:
     steps: int = 20
     """Denoising steps (CogVideoX-2B's published default: 50)."""
     guidance: float = 1.0
-    """Classifier-free guidance scale; 1 samples unguided, as the toy run does (fine-tuned on guided rollouts, the
-    tiny model learns guidance's push towards saturated colours). CogVideoX-2B's published default: 6."""
+    """Classifier-free guidance scale; 1 samples unguided, the toy default for rollouts and evaluation alike
+    (docs/RESULTS.md says why). CogVideoX-2B's published default: 6."""
     height: int = 32
     """Frame height in pixels (CogVideoX-2B: 480)."""
     width: int = 32
@@ -294,8 +294,8 @@ class ScoreConfig:
     batch_size: int = 8
     """Videos per forward pass per rank."""
     max_new_tokens: int = 96
-    """Longest generated answer in generate mode (and reason-first critics' reasons: the toy critic's run up to
-    ~70 tokens, and a reason cut short misleads the label read after it)."""
+    """Longest generated answer in generate mode, and the longest reason a reason-first critic may give before its
+    label is read in logits mode (a reason cut short misleads the label read after it)."""
     num_shards: int = 0
     """Part files of the output; 0 means one per rank."""
 
@@ -345,8 +345,8 @@ class AlignConfig:
             lr=3e-4, betas=[0.9, 0.95], weight_decay=1e-4, warmup_steps=20, schedule="cosine_with_restarts",
             batch_size=8, grad_clip=1.0, max_steps=400, checkpoint_every=200, activation_checkpointing=False,
             num_workers=1, log_every=20))
-    """The toy run's alignment of the toy base (about two minutes on 2 cores); LiFT's recipe for CogVideoX-2B (lr
-    1e-5, 200 warmup steps, one epoch) is configs/cluster/align-cogvideox-2b-8gpu.yaml."""
+    """The toy run's alignment of the toy base; LiFT's recipe for CogVideoX-2B (lr 1e-5, 200 warmup steps, one
+    epoch) is configs/cluster/align-cogvideox-2b-8gpu.yaml."""
 
 
 @dataclass
@@ -398,8 +398,8 @@ class BaseConfig:
     """The tiny CogVideoX pipeline to start from: the toy base shipped with lift (models/cogvideox-toy of `lift
     models toy`), or the random zoo one (models/cogvideox) with train=true."""
     train: bool = False
-    """Train the VAE, then the transformer, from `start`; false takes `start` as the base as it is (the shipped
-    toy base was made by scripts/make-toy-pretrained.py with train=true, ~30 minutes on 2 cores)."""
+    """Train the VAE, then the transformer, from `start`; false takes `start` as the base as it is
+    (scripts/make-toy-pretrained.py makes the shipped toy base with train=true)."""
     work: str = "${run}/base_train"
     """Checkpoints and intermediate models."""
     out: str = "${run}/base"
@@ -412,8 +412,7 @@ class BaseConfig:
     """Weight of the VAE's KL term next to reconstruction MSE."""
     caption_dropout: float = 0.1
     """The transformer's `align.caption_dropout`: guided sampling (guidance > 1) needs an unconditional model."""
-    # The shipped toy base's recipe. A VAE step of 4 clips (3D convolutions at full resolution) is the costly part
-    # on a CPU (~2 steps/s on 2 cores); the transformer's steps are cheap (64 video + 32 text tokens, ~14 steps/s).
+    # The shipped toy base's recipe (docs/RESULTS.md).
     vae: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         lr=1e-3, max_steps=1500, batch_size=4, warmup_steps=20, checkpoint_every=100, activation_checkpointing=False,
         num_workers=1, log_every=25))

@@ -10,18 +10,19 @@ is skipped into `rejected.jsonl`, never dropped silently. The format and its che
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Iterable, Literal
 
-from lift.io import storage
+from lift.io import jsonl, storage
+from lift.io.jsonl import json_type
 
 log = logging.getLogger(__name__)
 
 DIMENSIONS = ("semantic", "motion", "fidelity")
 LABELS = ("Good", "Normal", "Bad")
 SPLITS = ("train", "test")
+MANIFEST = "manifest.jsonl"  # the file name of every manifest: HRA ratings, rollouts, generated videos
 REJECTED = "rejected.jsonl"
 
 # LiFT's question per dimension, asked after "<video>\n<caption> ".
@@ -52,9 +53,6 @@ class Record:
     reasons: dict[str, str] = field(default_factory=dict)
     split: str = "train"
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True)
-
 
 # A record's fields without a default must be present; `reasons` and `split` may be left out.
 REQUIRED = tuple(f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING)
@@ -75,9 +73,15 @@ class Problem:
         where = f"{self.file}:{self.line}" if self.line is not None else f"{self.file}[{self.entry}]"
         return f"{where}: {self.reason}"
 
-    def to_json(self) -> str:
+    @classmethod
+    def of(cls, error: jsonl.JsonlError) -> Problem:
+        """The problem of a line that is not JSON (or not the shape asked for), as the JSON Lines reader found it."""
+        return cls(error.url, error.reason, error.text, line=error.line)
+
+    def row(self) -> dict:
+        """The problem as a line of rejected.jsonl: where, why, and the original text."""
         row = {"file": self.file, "line": self.line, "entry": self.entry, "reason": self.reason, "text": self.text}
-        return json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False)
+        return {k: v for k, v in row.items() if v is not None}
 
 
 class ManifestError(ValueError):
@@ -94,27 +98,19 @@ class ManifestError(ValueError):
 def write_rejected(url: str, problems: list[Problem]) -> None:
     """Keep what was skipped, one JSON line per problem with its original text; written atomically, and also
     when empty, so the file always describes the last run rather than an older one."""
-    storage.write_text(url, "".join(p.to_json() + "\n" for p in problems))
+    jsonl.write(url, (p.row() for p in problems), ensure_ascii=False)
     if problems:
         log.warning("skipped %d bad entries; they are kept in %s", len(problems), url)
 
 
 def write_manifest(url: str, records: Iterable[Record]) -> int:
     """Write records as one JSONL object, atomically; returns how many were written."""
-    lines = [r.to_json() for r in records]
-    storage.write_text(url, "".join(line + "\n" for line in lines))
-    return len(lines)
+    return jsonl.write(url, (asdict(r) for r in records), ensure_ascii=False, sort_keys=True)
 
 
 def video_url(manifest_url: str, record: Record) -> str:
     """Where a record's video lives: its relative path resolved against the manifest's folder."""
     return storage.join(storage.parent(manifest_url), record.video)
-
-
-def json_type(value) -> str:
-    """JSON's name for a decoded value's type, as the person who wrote the file knows it."""
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 unsafe_path = storage.unsafe_path  # one check for every path read from a manifest (lift/storage.py)
@@ -182,19 +178,11 @@ def load_manifest(
     problems: list[Problem] = []
     good: list[tuple[int, str, Record]] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(storage.read_bytes(url).split(b"\n"), start=1):
-        raw = raw.removesuffix(b"\r")
-        if not raw.strip():
+    for line in jsonl.lines(url, keys=None):  # check_record says what is wrong with a decoded value
+        if isinstance(line, jsonl.JsonlError):
+            problems.append(Problem.of(line))
             continue
-        text = raw.decode("utf-8", errors="replace")
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            problems.append(Problem(url, "not valid UTF-8", text, line=number))
-            continue
-        except json.JSONDecodeError as e:
-            problems.append(Problem(url, f"invalid JSON: {e.msg} at column {e.colno}", text, line=number))
-            continue
+        number, obj, text = line
         reasons = check_record(obj)
         if not reasons and obj["id"] in first_line:
             reasons = [f"duplicate id {obj['id']!r} (first on line {first_line[obj['id']]})"]

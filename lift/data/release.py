@@ -35,11 +35,10 @@ from lift import config
 from lift.core import logs
 from lift.data import hra
 from lift.data.hra import Problem
-from lift.io import storage
+from lift.io import jsonl, storage
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
 VIDEOS = "videos"
 # Entry order of one video in an exported release (LiFT's own question order).
 RELEASE_ORDER = tuple(hra.QUESTIONS)
@@ -136,28 +135,26 @@ def _position(where: dict) -> str:
 
 def _read_entries(url: str) -> tuple[list[tuple[dict, str, object]], list[Problem]]:
     """(position, original text, decoded value) of each entry of a JSON list or of a JSON Lines file."""
-    text = storage.read_text(url)
-    if text.lstrip().startswith("["):
+    content = storage.read_bytes(url)
+    if content.lstrip().startswith(b"["):
         try:
-            data = json.loads(text)
+            data = json.loads(content.decode("utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{url}: line {e.lineno}: invalid JSON: {e.msg}") from None
         return [({"entry": i}, json.dumps(obj, ensure_ascii=False), obj) for i, obj in enumerate(data)], []
     entries, problems = [], []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(({"line": number}, line, json.loads(line)))
-        except json.JSONDecodeError as e:
-            problems.append(Problem(url, f"invalid JSON: {e.msg} at column {e.colno}", line, line=number))
+    for line in jsonl.lines(url, keys=None, data=content):  # _parse_entry checks each decoded value
+        if isinstance(line, jsonl.JsonlError):
+            problems.append(Problem.of(line))
+        else:
+            entries.append(({"line": line.number}, line.text, line.value))
     return entries, problems
 
 
 def _parse_entry(where: dict, text: str, obj) -> _Answer:
     """One release entry, checked; ValueError naming the first thing wrong with it."""
     if not isinstance(obj, dict):
-        raise ValueError(f"an entry must be a JSON object, got {hra.json_type(obj)}")
+        raise ValueError(f"an entry must be a JSON object, got {jsonl.json_type(obj)}")
     video = obj.get("video")
     if not isinstance(video, str) or not video.strip():
         raise ValueError("missing or empty 'video'")
@@ -309,7 +306,7 @@ def import_release(cfg: DictConfig) -> dict:
         if not records:
             raise ValueError(f"{url}: no valid videos; all {len(problems)} entries were rejected into {rejected_url}")
         copied = _copy_videos(copies, storage.join(cfg.out, VIDEOS))
-    hra.write_manifest(storage.join(cfg.out, MANIFEST), records)
+    hra.write_manifest(storage.join(cfg.out, hra.MANIFEST), records)
     return _counts(records, rejected=len(problems), duplicates=duplicates, copied=copied)
 
 

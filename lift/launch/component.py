@@ -1,8 +1,9 @@
 """How a stage is launched, defined once: the TorchX `AppDef` that runs `lift STAGE` under torchrun.
 
-Every file in `components/` is a thin typed wrapper around `stage_app` (TorchX needs a literal function per file;
-no logic lives there), and `lift submit` derives its PyTorchJob from the same `AppDef` (lift/pytorchjob.py), so the
-command a stage runs is written here and nowhere else.
+Every file in `components/` is a typed signature and docstring around one line,
+`return stage_app(COMMAND, *overrides, **options(locals()))` (TorchX reads a literal function per file, with its
+options and their help; no logic lives there), and `lift submit` derives its PyTorchJob from the same `AppDef`
+(lift/launch/pytorchjob.py), so the command a stage runs is written here and nowhere else.
 
     # locally, 1 node x 2 processes on CPU (needs `torchrun` on PATH: activate the virtualenv)
     torchx run -s local_cwd components/align.py:align --config align.yaml -- trainer.max_steps=10
@@ -23,6 +24,7 @@ from an existing Secret through `secretKeyRef`.
 
 from __future__ import annotations
 
+import inspect
 import shlex
 from typing import Dict, List, Optional
 
@@ -184,6 +186,16 @@ def stage_app(
             )
         ],
     )
+
+
+# The options every component declares after its `*overrides`, in order: stage_app's keyword-only parameters.
+OPTIONS = tuple(p.name for p in inspect.signature(stage_app).parameters.values() if p.kind is p.KEYWORD_ONLY)
+
+
+def options(scope: dict[str, object]) -> dict[str, object]:
+    """A component's options out of its `locals()`, for `stage_app(COMMAND, *overrides, **options(locals()))`: TorchX
+    hands them to the component function as its own parameters, which must mirror stage_app's."""
+    return {name: scope[name] for name in OPTIONS}
 
 
 def torchrun_argv(role: specs.Role) -> List[str]:

@@ -4,7 +4,8 @@
 straight through; a model on object storage (s3://, gs://, memory://, ...) is downloaded once per node into
 a local cache keyed by the URL and the remote listing (sizes and ETags or mtimes, `_SUCCESS` included), so a
 rewritten model is fetched again and an unchanged one is not. `save_folder` is the reverse: a folder written by
-`save_pretrained` goes to any URL; the caller seals it with `_SUCCESS` afterwards.
+`save_pretrained` goes to any URL; the caller seals it with `_SUCCESS` afterwards. `compute_dtype` is the one
+rule for the dtype a model computes in.
 
 Cache: $LIFT_CACHE (default ~/.cache/lift/models). Old versions of a model are not pruned: delete the folder.
 """
@@ -17,22 +18,28 @@ import os
 import re
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
 
 from lift.io import storage
+from lift.models import families
 
 if TYPE_CHECKING:  # transformers and diffusers take seconds to import: only the loaders below need them
     from diffusers import DiffusionPipeline
     from transformers import PreTrainedModel, ProcessorMixin
 
-Family = Literal["cogvideox", "wan"]
-PIPELINES: dict[str, str] = {"cogvideox": "CogVideoXPipeline", "wan": "WanPipeline"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 # Listing fields that change when an object is rewritten, in order of preference (s3, gcs, local, memory).
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "created")
+
+
+def compute_dtype(device: str | torch.device, mixed_precision: str = "bf16") -> torch.dtype:
+    """The dtype a model computes in, for the critic and the text-to-video pipelines alike: bfloat16 on CUDA unless
+    a trainer's `mixed_precision` is fp32, float32 on CPU always."""
+    bf16 = torch.device(device).type == "cuda" and mixed_precision == "bf16"
+    return torch.bfloat16 if bf16 else torch.float32
 
 
 def cache_root() -> str:
@@ -125,18 +132,17 @@ def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: s
     return model, processor
 
 
-def load_t2v(family: Family, name_or_path: str, dtype: torch.dtype = torch.float32,
+def load_t2v(family: str, name_or_path: str, dtype: torch.dtype = torch.float32,
              device: str | torch.device = "cpu", trust_remote_code: bool = False) -> DiffusionPipeline:
-    """A diffusers text-to-video pipeline. Wan's VAE stays in float32, as the Wan reference recipe keeps it.
+    """A diffusers text-to-video pipeline of a family of lift/models/families, computing in `dtype` except where
+    the family fixes a component's dtype (`Family.dtypes`: Wan's VAE stays in float32).
 
     Custom component code in the folder runs only with `trust_remote_code=True` (the config's
     `model.trust_remote_code`); weights load from safetensors only.
     """
     import diffusers
 
-    if family not in PIPELINES:
-        raise ValueError(f"unknown text-to-video family '{family}'; families: {', '.join(PIPELINES)}")
-    dtypes = {"default": dtype, "vae": torch.float32} if family == "wan" else dtype
-    pipeline = getattr(diffusers, PIPELINES[family]).from_pretrained(
-        local_dir(name_or_path), dtype=dtypes, trust_remote_code=trust_remote_code, use_safetensors=True)
+    spec = families.get(family)
+    pipeline = getattr(diffusers, spec.pipeline).from_pretrained(
+        local_dir(name_or_path), dtype=spec.dtypes(dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
     return pipeline.to(device)

@@ -74,7 +74,7 @@ def label_token_ids(tokenizer, answer_format: str) -> list[int]:
 
 
 @dataclass
-class Example:
+class CriticExample:
     video: str
     prompt: str
     dimension: str
@@ -85,7 +85,7 @@ class Example:
 class Examples(torch.utils.data.Dataset):
     """(video, dimension) pairs; frames are decoded in the DataLoader workers."""
 
-    def __init__(self, examples: list[Example], frames: int):
+    def __init__(self, examples: list[CriticExample], frames: int):
         self.examples, self.frames = examples, frames
 
     def __len__(self) -> int:
@@ -147,16 +147,16 @@ class Collate:
 
 
 def examples_from_manifest(data_url: str, split: str, answer_format: str, with_reasons: bool,
-                           on_error: str = "stop") -> list[Example]:
-    manifest = storage.join(data_url, "manifest.jsonl")
+                           on_error: str = "stop") -> list[CriticExample]:
+    manifest = storage.join(data_url, hra.MANIFEST)
     records = hra.load_manifest(manifest, on_error=on_error, rejected_url=None if on_error == "stop" else
                                 storage.join(data_url, hra.REJECTED))
     chosen = [r for r in records if r.split == split]
     if not chosen:
         raise ValueError(f"{manifest}: no records in the '{split}' split")
     return [
-        Example(hra.video_url(manifest, r), r.prompt, dim, answer_text(r.labels[dim], r.reasons.get(dim, ""),
-                                                                       answer_format, with_reasons), r.id)
+        CriticExample(hra.video_url(manifest, r), r.prompt, dim,
+                      answer_text(r.labels[dim], r.reasons.get(dim, ""), answer_format, with_reasons), r.id)
         for r in chosen for dim in hra.DIMENSIONS
     ]
 

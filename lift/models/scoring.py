@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 from dataclasses import dataclass
 
 import torch
 
 from lift import models
-from lift.core import dist, faults, logs
+from lift.core import dist
 from lift.data import hra
-from lift.io import storage, video
+from lift.io import jsonl, sharded, storage, video
 from lift.models import critic
 from lift.train import loop
 
-log = logging.getLogger(__name__)
-SCORES = "scores.jsonl"  # the part files of a scoring loop: part-NNNNN-of-NNNNN.scores.jsonl
+SCORES = "scores.jsonl"  # the merged output of a scoring loop, beside its parts part-NNNNN-of-NNNNN.jsonl
 
 
 def reward_from_labels(labels: dict[str, str | None], label_scores: dict, weights: dict) -> float | None:
@@ -48,22 +46,13 @@ class Item:
 def read_items(manifest_url: str) -> list[Item]:
     """Videos to score from a rollout or HRA manifest: `id`, `video` (relative) and `prompt` on each line."""
     items, problems = [], []
-    for n, line in enumerate(storage.read_text(manifest_url).splitlines(), 1):
-        if not line.strip():
+    for line in jsonl.lines(manifest_url, keys=("id", "video", "prompt")):
+        if isinstance(line, jsonl.JsonlError):
+            problems.append(str(line))
             continue
-        where = f"{manifest_url}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: invalid JSON: {e.msg} at column {e.colno}")
-            continue
-        missing = [k for k in ("id", "video", "prompt") if k not in obj] if isinstance(obj, dict) else None
-        if missing is None or missing:
-            problems.append(f"{where}: " + (f"missing field(s) {', '.join(missing)}" if missing else
-                                            f"a line must be a JSON object, got {type(obj).__name__}"))
-            continue
+        n, obj, _ = line
         try:  # `video` may not leave the manifest's folder
-            url = storage.child(storage.parent(manifest_url), obj["video"], where)
+            url = storage.child(storage.parent(manifest_url), obj["video"], f"{manifest_url}:{n}")
         except ValueError as e:
             problems.append(str(e))
             continue
@@ -96,7 +85,7 @@ class Scorer:
         self.answer_format = recorded.get("answer_format", "label_first")
         self.frames = int(recorded.get("frames", 8))
         self.fps = float(recorded.get("sample_fps", 4.0))
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        dtype = models.compute_dtype(device)
         self.model, self.processor = models.load_critic(critic_url, dtype=dtype, device=device,
                                                         trust_remote_code=trust_remote_code)
         self.model.eval()
@@ -202,39 +191,27 @@ def frame_loader(items: list[Item], frames: int, batch_size: int, workers: int =
                                        multiprocessing_context="fork" if workers > 1 else None)
 
 
-def score_sharded(items: list[Item], scorer: Scorer, out_url: str, mode: str, batch_size: int, num_shards: int,
-                  runtime: dist.Runtime, make_record) -> list[dict]:
+def score_sharded(items: list[Item], scorer: Scorer | None, out_url: str, mode: str, batch_size: int,
+                  num_shards: int, runtime: dist.Runtime, make_record) -> list[dict]:
     """Rate every item once across ranks; committed parts are skipped, so a rerun finishes only the rest.
 
-    `make_record(item, rating) -> dict` shapes each output line. Returns all records (rank 0; merged in order).
+    `make_record(item, rating) -> dict` shapes each output line; `scorer` may be None on a rank whose parts are all
+    committed. Returns all records (rank 0; merged in order).
     """
-    shards = storage.Shards(out_url, num_shards or runtime.world_size)
-    todo = shards.todo(runtime.rank, runtime.world_size)
-    logs.event(log, "scoring", videos=len(items), shards=shards.num_shards, my_shards=len(todo), mode=mode)
-    bar = logs.progress(total=sum(len(storage.shard_slice(items, s, shards.num_shards)) for s in todo),
-                        desc="score", unit="video")
-    for shard in todo:
-        mine = storage.shard_slice(items, shard, shards.num_shards)
+
+    def work(scorer: Scorer, mine: list[Item]):
         batches = iter(frame_loader(mine, scorer.frames, batch_size))
-        lines = []
         try:
             for batch in batches:
                 batch_items, frames = [b[0] for b in batch], [b[1] for b in batch]
-                for it, rating in zip(batch_items, scorer.rate(batch_items, frames, mode)):
-                    lines.append(json.dumps(make_record(it, rating), sort_keys=True))
-                bar.update(len(batch))
-                faults.batch_done()
+                yield [make_record(it, rating) for it, rating in zip(batch_items, scorer.rate(batch_items, frames,
+                                                                                              mode))]
         except BaseException:
             # A worker's error (a bad video) leaves the iterator in a reference cycle; freed later by the garbage
             # collector, its queues can go first and each worker then waits out a 5 s join. Stop them now.
             getattr(batches, "_shutdown_workers", lambda: None)()
             raise
-        shards.commit(shard, "".join(line + "\n" for line in lines).encode())
-    bar.close()
-    dist.barrier()
-    if not runtime.is_main:
-        return []
-    merged = shards.merge(SCORES)
-    return [json.loads(line) for line in storage.read_text(merged).splitlines() if line.strip()]
 
-
+    merged = sharded.run_parts(storage.Shards(out_url, num_shards or runtime.world_size), items, work, runtime,
+                               SCORES, "score", lambda: scorer, what="scoring", mode=mode)
+    return [json.loads(line) for line in storage.read_text(merged).splitlines() if line.strip()] if merged else []

@@ -2,7 +2,7 @@
 
     L = E_syn[ r * l(x, c) ] + lambda * E_real[ l(x, c) ]         (LiFT, Eq. 3)
 
-l is the family's own denoising loss (lift/families). D_syn are the scored rollouts, D_real an optional
+l is the family's own denoising loss (lift/models/families). D_syn are the scored rollouts, D_real an optional
 video-caption set. Both are mixed into one shuffled set whose per-example weights make the batch mean an unbiased
 estimate of L: w = r * N / N_syn for rollouts and lambda * N / N_real for real clips. Variants: rejection
 sampling (keep all-Good rollouts, unweighted), reward normalisation, and plain fine-tuning (reward_weighting=false,
@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +33,7 @@ from safetensors.torch import save as save_tensors
 from lift import config, models
 from lift.core import dist, logs
 from lift.data import hra
-from lift.io import storage, video
+from lift.io import jsonl, storage, video
 from lift.models import families
 from lift.models.scoring import SCORES, read_items
 from lift.train import loop, parallel
@@ -43,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Example:
+class AlignExample:
     id: str
     video: str  # URL
     prompt: str
@@ -54,18 +53,12 @@ class Example:
 def _read_scores(url: str) -> dict[str, dict]:
     """Score records by id, each checked: an object with an 'id' and a 'reward' that is a finite number or null."""
     out = {}
-    for n, line in enumerate(storage.read_text(url).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{url}:{n}: invalid JSON: {e.msg}") from None
+    for n, rec, text in jsonl.read(url, keys=None):
         reward = rec.get("reward", "missing") if isinstance(rec, dict) else "missing"
         finite = type(reward) in (int, float) and math.isfinite(reward)
         if not isinstance(rec, dict) or "id" not in rec or not (reward is None or finite):
-            raise ValueError(f"{url}:{n}: a score needs an 'id' and a 'reward' that is a finite number or null, "
-                             f"got {line.strip()[:200]}")
+            raise jsonl.JsonlError(url, n, "a score needs an 'id' and a 'reward' that is a finite number or null, "
+                                           f"got {text.strip()[:200]}", text)
         out[str(rec["id"])] = rec
     return out
 
@@ -80,10 +73,10 @@ def _normalise(rewards: list[float], how: str) -> list[float]:
     return [max(0.0, 1.0 + (r - mean) / std) for r in rewards]  # standardised around 1, never negative
 
 
-def build_examples(cfg: DictConfig) -> tuple[list[Example], dict]:
+def build_examples(cfg: DictConfig) -> tuple[list[AlignExample], dict]:
     """D_syn (weighted by the objective's variant) and D_real, mixed with weights that keep L unbiased."""
     obj = cfg.objective
-    manifest = storage.join(cfg.rollouts, "manifest.jsonl")
+    manifest = storage.join(cfg.rollouts, hra.MANIFEST)
     rollouts = read_items(manifest)  # checked line by line; videos may not leave the rollouts folder
     stats = {"rollouts": len(rollouts)}
     if obj.reward_weighting or obj.rejection_sampling:
@@ -99,14 +92,14 @@ def build_examples(cfg: DictConfig) -> tuple[list[Example], dict]:
         else:
             kept = scored
             weights = _normalise([s["reward"] for _, s in kept], obj.reward_norm)
-        syn = [Example(r.id, r.url, r.prompt, w, s["reward"]) for (r, s), w in zip(kept, weights)]
+        syn = [AlignExample(r.id, r.url, r.prompt, w, s["reward"]) for (r, s), w in zip(kept, weights)]
         stats["mean_reward"] = round(sum(s["reward"] for _, s in scored) / max(len(scored), 1), 6)
     else:
-        syn = [Example(r.id, r.url, r.prompt, 1.0, None) for r in rollouts]
+        syn = [AlignExample(r.id, r.url, r.prompt, 1.0, None) for r in rollouts]
     real = []
     if cfg.real and obj.lambda_real > 0:
-        real_manifest = storage.join(cfg.real, "manifest.jsonl")
-        real = [Example(f"real/{r.id}", r.url, r.prompt, obj.lambda_real, None) for r in read_items(real_manifest)]
+        real_manifest = storage.join(cfg.real, hra.MANIFEST)
+        real = [AlignExample(f"real/{r.id}", r.url, r.prompt, obj.lambda_real, None) for r in read_items(real_manifest)]
     if not syn and not real:
         raise ValueError(f"{manifest}: nothing to train on (no rollout kept by the objective and no real clips)")
     total = len(syn) + len(real)
@@ -137,7 +130,7 @@ class LatentCache:
     def text_url(self, prompt: str) -> str:
         return storage.join(self.url, "text", f"{_key(prompt)}.safetensors")
 
-    def fill(self, examples: list[Example], pipe, family, cfg: DictConfig, runtime: dist.Runtime) -> list[str]:
+    def fill(self, examples: list[AlignExample], pipe, family, cfg: DictConfig, runtime: dist.Runtime) -> list[str]:
         """Encode what is missing (each rank a strided share); returns every example's latent URL."""
         mine = range(runtime.rank, len(examples), runtime.world_size)
         # Content keys: each rank reads and hashes only its own share, then the ranks swap keys (a video is read
@@ -178,7 +171,7 @@ class LatentCache:
 
 
 class Cached(torch.utils.data.Dataset):
-    def __init__(self, examples: list[Example], latent_urls: list[str], cache: LatentCache):
+    def __init__(self, examples: list[AlignExample], latent_urls: list[str], cache: LatentCache):
         self.examples, self.latent_urls, self.cache = examples, latent_urls, cache
 
     def __len__(self) -> int:
@@ -210,18 +203,14 @@ def weighted_loss(per_sample: torch.Tensor, batch: dict) -> tuple[torch.Tensor, 
 
 def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
     """The full pipeline in diffusers layout at OUT/model: the base pipeline with the trained transformer."""
-    weights = parallel.full_state_dict(transformer)
-    url = storage.join(cfg.out, "model")
-    if runtime.is_main:
-        pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path,
-                               trust_remote_code=cfg.model.trust_remote_code)
+
+    def build(weights):
+        pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
         pipe.transformer.load_state_dict(weights)
-        with tempfile.TemporaryDirectory(prefix="lift-align-") as tmp:
-            pipe.save_pretrained(tmp)
-            models.save_folder(tmp, url)
-        storage.write_marker(url, "align-model", "", {}, base=cfg.model.name_or_path, family=cfg.model.family)
-    dist.barrier()
-    return url
+        return [pipe], {}
+
+    return parallel.export(transformer, storage.join(cfg.out, "model"), "align-model", build, runtime,
+                           base=cfg.model.name_or_path, family=cfg.model.family)
 
 
 def make_loss_fn(pipe, family, seed: int, device: torch.device, caption_dropout: float = 0.0,
@@ -248,12 +237,13 @@ def run(cfg: DictConfig) -> dict:
     family = families.get(cfg.model.family)
     examples, stats = build_examples(cfg)
     logs.event(log, "alignment data", **stats)
-    dtype = torch.bfloat16 if runtime.device.type == "cuda" and cfg.trainer.mixed_precision == "bf16" else torch.float32
+    # The transformer trains from float32 weights (FSDP2's policy or autocast computes in bf16); the encoders, which
+    # only fill the latent cache, run in the family's compute dtypes.
+    dtypes = family.dtypes(models.compute_dtype(runtime.device, cfg.trainer.mixed_precision))
     pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path, device=runtime.device,
                            trust_remote_code=cfg.model.trust_remote_code)
-    if runtime.device.type == "cuda":
-        pipe.vae.to(dtype)
-        pipe.text_encoder.to(dtype)
+    pipe.vae.to(dtypes["vae"])
+    pipe.text_encoder.to(dtypes["default"])
     cache = LatentCache(cfg.out, cfg)
     latent_urls = cache.fill(examples, pipe, family, cfg, runtime)
     empty = None

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lift import config, models, stages
 from lift.core import dist, logs
+from lift.data import hra
 from lift.io import storage, video
 from lift.models.scoring import read_items
 from lift.stages import runner
@@ -96,7 +97,7 @@ def run(cfg: DictConfig) -> dict:
         models.save_folder(models.local_dir(cfg.start), cfg.out)
         logs.event(log, "base: taken as it is", start=cfg.start, out=cfg.out)
         return {"trained": 0}
-    manifest = storage.join(cfg.data, "manifest.jsonl")
+    manifest = storage.join(cfg.data, hra.MANIFEST)
     urls = [item.url for item in read_items(manifest)]
     start = models.local_dir(cfg.start)
     # The VAE's training depends on the start's VAE, the data and its own settings only: a VAE trained before is

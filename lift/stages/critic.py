@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import tempfile
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,29 +24,6 @@ from lift.models.critic import Collate, Examples, examples_from_manifest
 from lift.train import loop, parallel
 
 log = logging.getLogger(__name__)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _adapt(model, cfg: DictConfig):
@@ -77,11 +53,9 @@ def _blocks(model) -> list[torch.nn.Module]:
 
 def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
     """Merged weights in transformers layout (safetensors + processor) at OUT/model, sealed with `_SUCCESS`."""
-    weights = parallel.full_state_dict(model)
-    url = storage.join(cfg.out, "model")
-    if runtime.is_main:
-        base, processor = models.load_critic(cfg.model.name_or_path,
-                                             trust_remote_code=cfg.model.trust_remote_code)
+
+    def build(weights):
+        base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
         if cfg.lora.enabled:
             base = _adapt(base, cfg)
             base.load_state_dict(weights)
@@ -89,15 +63,11 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
         else:
             base.load_state_dict(weights)
         base.activation_checkpointing_disable()
-        with tempfile.TemporaryDirectory(prefix="lift-critic-") as tmp:
-            base.save_pretrained(tmp)
-            processor.save_pretrained(tmp)
-            models.save_folder(tmp, url)
-        storage.write_marker(url, "critic-model", "", {"parameters": sum(p.numel() for p in base.parameters())},
-                             base=cfg.model.name_or_path, answer_format=cfg.model.answer_format,
-                             frames=cfg.model.frames, sample_fps=cfg.model.sample_fps)
-    dist.barrier()
-    return url
+        return [base, processor], {"parameters": sum(p.numel() for p in base.parameters())}
+
+    return parallel.export(model, storage.join(cfg.out, "model"), "critic-model", build, runtime,
+                           base=cfg.model.name_or_path, answer_format=cfg.model.answer_format,
+                           frames=cfg.model.frames, sample_fps=cfg.model.sample_fps)
 
 
 def fingerprint(cfg: DictConfig) -> dict:

@@ -63,7 +63,7 @@ def markdown(result: dict, name: str) -> str:
 
 def run(cfg: DictConfig) -> dict:
     runtime = dist.init()
-    manifest = storage.join(cfg.data, "manifest.jsonl")
+    manifest = storage.join(cfg.data, hra.MANIFEST)
     records = [r for r in hra.load_manifest(manifest) if r.split == cfg.split]
     if not records:
         raise ValueError(f"{manifest}: no records in the '{cfg.split}' split")

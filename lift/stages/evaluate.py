@@ -23,7 +23,6 @@ for scoring; committed parts are skipped on a rerun, so a crashed run finishes o
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from typing import Iterable, Sequence
@@ -32,12 +31,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from lift.core import dist, faults, logs
+from lift.core import dist, logs
 from lift.data import hra, prompts
-from lift.io import storage, video
+from lift.io import jsonl, sharded, storage, video
 from lift.models import sampling
 from lift.models.scoring import Item, Scorer, reward_from_probs, score_sharded
-from lift.stages import generate
 from lift.toy import world
 
 log = logging.getLogger(__name__)
@@ -232,55 +230,34 @@ def _check(cfg: DictConfig) -> None:
 
 def _generate_model(name: str, model: DictConfig, items: list[dict], cfg: DictConfig, runtime: dist.Runtime) -> str:
     """Sample, write and oracle-check this rank's uncommitted shards of one model; returns its manifest URL."""
-    shards = storage.Shards(storage.join(cfg.out, "generated", name), cfg.num_shards or runtime.world_size)
-    todo = shards.todo(runtime.rank, runtime.world_size)
-    logs.event(log, f"evaluate: generating with the {name} model", videos=len(items), shards=shards.num_shards,
-               my_shards=len(todo), model=model.name_or_path)
-    if todo:
-        pipe = sampling.load_pipeline(model.family, model.name_or_path, cfg.sampling, runtime.device,
+
+    def load():
+        return sampling.load_pipeline(model.family, model.name_or_path, cfg.sampling, runtime.device,
                                       model.get("trust_remote_code", False))
-        bar = logs.progress(total=sum(len(storage.shard_slice(items, s, shards.num_shards)) for s in todo),
-                            desc=f"evaluate {name}", unit="video")
-        for shard in todo:
-            lines = []
-            mine = storage.shard_slice(items, shard, shards.num_shards)
-            for start in range(0, len(mine), cfg.batch_size):
-                batch = mine[start:start + cfg.batch_size]
-                clips = sampling.sample(pipe, model.family, [b["prompt"] for b in batch], [b["seed"] for b in batch],
-                                        cfg.sampling, runtime.device)
-                for item, clip in zip(batch, clips):
-                    rel = f"videos/{name}/{item['id']}.mp4"
-                    url = storage.join(cfg.out, rel)
-                    video.write_video(url, clip, cfg.sampling.fps)
-                    decoded = video.read_video(url).numpy()  # the oracle reads what is stored, as the critic does
-                    lines.append(json.dumps({**item, "model": name, "video": rel,
-                                             "oracle": oracle(decoded, item["prompt"])}, sort_keys=True))
-                bar.update(len(batch))
-                faults.batch_done()
-            shards.commit(shard, "".join(line + "\n" for line in lines).encode())
-        bar.close()
-        del pipe
-        if runtime.device.type == "cuda":
-            torch.cuda.empty_cache()
-    dist.barrier()
-    return storage.join(shards.url, generate.MANIFEST)
+
+    def record(item: dict, rel: str, url: str) -> dict:
+        decoded = video.read_video(url).numpy()  # the oracle reads what is stored, as the critic does
+        return {**item, "model": name, "video": rel, "oracle": oracle(decoded, item["prompt"])}
+
+    def work(pipe, mine: list[dict]):
+        return sampling.render(pipe, model.family, mine, cfg.batch_size, cfg.sampling, runtime.device, cfg.out,
+                               f"videos/{name}", record)
+
+    shards = storage.Shards(storage.join(cfg.out, "generated", name), cfg.num_shards or runtime.world_size)
+    sharded.run_parts(shards, items, work, runtime, hra.MANIFEST, f"evaluate {name}", load,
+                      what=f"evaluate: generating with the {name} model", model=model.name_or_path)
+    if runtime.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return storage.join(shards.url, hra.MANIFEST)
 
 
 def run(cfg: DictConfig) -> dict:
     """`lift evaluate`: every rank generates and scores its shards; rank 0 writes OUT/results.json."""
     _check(cfg)
     runtime = dist.init()
-    prompts = prompts.read_prompts(cfg.prompts)
-    items = [{"prompt_id": p["id"], "prompt": p["prompt"], "index": k,
-              "seed": sampling.video_seed(cfg.seed, p["id"], k), "id": f"{p['id']}-{k:03d}"}
-             for p in prompts for k in range(cfg.videos_per_prompt)]
-    manifests = {}
-    for name in MODELS:
-        manifests[name] = _generate_model(name, cfg[name], items, cfg, runtime)
-        if runtime.is_main:
-            storage.Shards(storage.parent(manifests[name]), cfg.num_shards or runtime.world_size).merge(
-                generate.MANIFEST)
-    dist.barrier()
+    held_out = prompts.read_prompts(cfg.prompts)
+    items = sampling.rollout_items(held_out, cfg.seed, cfg.videos_per_prompt)
+    manifests = {name: _generate_model(name, cfg[name], items, cfg, runtime) for name in MODELS}
 
     to_score = [Item(f"{name}/{it['id']}", f"videos/{name}/{it['id']}.mp4",
                      storage.join(cfg.out, f"videos/{name}/{it['id']}.mp4"), it["prompt"])
@@ -304,17 +281,15 @@ def run(cfg: DictConfig) -> dict:
     by_key = {r["key"]: r for r in ratings}
     videos = []
     for name in MODELS:
-        for line in storage.read_text(manifests[name]).splitlines():
-            if line.strip():
-                v = json.loads(line)
-                r = by_key[f"{name}/{v['id']}"]
-                videos.append({**v, "labels": r["labels"], "probs": r["probs"], "reasons": r["reasons"],
-                               "reward": r["reward"]})
+        for _, v, _ in jsonl.read(manifests[name], keys=("id",)):
+            r = by_key[f"{name}/{v['id']}"]
+            videos.append({**v, "labels": r["labels"], "probs": r["probs"], "reasons": r["reasons"],
+                           "reward": r["reward"]})
     summary = summarize(videos, cfg.tie_margin)
     results = {
         "base": {"family": cfg.base.family, "name_or_path": cfg.base.name_or_path},
         "aligned": {"family": cfg.aligned.family, "name_or_path": cfg.aligned.name_or_path},
-        "critic": cfg.critic, "mode": "logits", "prompts": len(prompts), "videos_per_prompt": cfg.videos_per_prompt,
+        "critic": cfg.critic, "mode": "logits", "prompts": len(held_out), "videos_per_prompt": cfg.videos_per_prompt,
         "seed": cfg.seed, "sampling": {k: cfg.sampling[k] for k in cfg.sampling},
         "label_scores": label_scores, "dimension_weights": weights, "confidence": 0.95,
         "oracle_definition": {"score": ORACLE_SCORE,
@@ -330,7 +305,7 @@ def run(cfg: DictConfig) -> dict:
                reward_base=models["base"]["reward"]["mean"], reward_aligned=models["aligned"]["reward"]["mean"],
                win_rate=comparison["win_rate"]["mean"], oracle_base=oracle_means["base"],
                oracle_aligned=oracle_means["aligned"])
-    return {"prompts": len(prompts), "videos": len(videos), "pairs": comparison["pairs"],
+    return {"prompts": len(held_out), "videos": len(videos), "pairs": comparison["pairs"],
             "mean_reward_base": models["base"]["reward"]["mean"],
             "mean_reward_aligned": models["aligned"]["reward"]["mean"],
             "win_rate": comparison["win_rate"]["mean"],

@@ -12,62 +12,36 @@ regenerated exactly, whatever the batch, shard or rank that first made it. Outpu
 
 from __future__ import annotations
 
-import json
 import logging
 
 from omegaconf import DictConfig
 
-from lift.core import dist, faults, logs
+from lift.core import dist
+from lift.data import hra
 from lift.data.prompts import read_prompts
-from lift.io import storage, video
-from lift.models.sampling import load_pipeline, sample, video_seed
+from lift.io import sharded, storage
+from lift.models import sampling
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.jsonl"
-
-
-
-
-
-
-
-
-
-
 
 
 def run(cfg: DictConfig) -> dict:
     runtime = dist.init()
     prompts = read_prompts(cfg.prompts)
-    items = [{"prompt_id": p["id"], "prompt": p["prompt"], "index": k,
-              "seed": video_seed(cfg.seed, p["id"], k), "id": f"{p['id']}-{k:03d}"}
-             for p in prompts for k in range(cfg.videos_per_prompt)]
-    shards = storage.Shards(cfg.out, cfg.num_shards or runtime.world_size)
-    todo = shards.todo(runtime.rank, runtime.world_size)
-    logs.event(log, "generating", videos=len(items), prompts=len(prompts), shards=shards.num_shards,
-               my_shards=len(todo), model=cfg.model.name_or_path)
-    if todo:
-        pipe = load_pipeline(cfg.model.family, cfg.model.name_or_path, cfg.sampling, runtime.device,
-                             cfg.model.trust_remote_code)
-        bar = logs.progress(total=sum(len(storage.shard_slice(items, s, shards.num_shards)) for s in todo),
-                            desc="generate", unit="video")
-        for shard in todo:
-            mine = storage.shard_slice(items, shard, shards.num_shards)
-            lines = []
-            for start in range(0, len(mine), cfg.batch_size):
-                batch = mine[start:start + cfg.batch_size]
-                clips = sample(pipe, cfg.model.family, [b["prompt"] for b in batch], [b["seed"] for b in batch],
-                               cfg.sampling, runtime.device)
-                for item, clip in zip(batch, clips):
-                    rel = f"videos/{item['id']}.mp4"
-                    video.write_video(storage.join(cfg.out, rel), clip, cfg.sampling.fps)
-                    lines.append(json.dumps({**item, "video": rel, "family": cfg.model.family,
-                                             "model": cfg.model.name_or_path}, sort_keys=True))
-                bar.update(len(batch))
-                faults.batch_done()
-            shards.commit(shard, "".join(line + "\n" for line in lines).encode())
-        bar.close()
-    dist.barrier()
-    if runtime.is_main:
-        shards.merge(MANIFEST)
+    items = sampling.rollout_items(prompts, cfg.seed, cfg.videos_per_prompt)
+    model = cfg.model
+
+    def load():
+        return sampling.load_pipeline(model.family, model.name_or_path, cfg.sampling, runtime.device,
+                                      model.trust_remote_code)
+
+    def record(item: dict, rel: str, _url: str) -> dict:
+        return {**item, "video": rel, "family": model.family, "model": model.name_or_path}
+
+    def work(pipe, mine: list[dict]):
+        return sampling.render(pipe, model.family, mine, cfg.batch_size, cfg.sampling, runtime.device, cfg.out,
+                               "videos", record)
+
+    sharded.run_parts(storage.Shards(cfg.out, cfg.num_shards or runtime.world_size), items, work, runtime,
+                      hra.MANIFEST, "generate", load, what="generating", prompts=len(prompts), model=model.name_or_path)
     return {"videos": len(items), "prompts": len(prompts)}

@@ -1,6 +1,6 @@
 """Running one stage: skip it when sealed, discard output of another config, run it on every rank, then seal it.
 
-The marker contract of docs/DESIGN.md in one place: an output folder is complete only when its `_SUCCESS` marker
+The marker contract of docs/RELIABILITY.md in one place: an output folder is complete only when its `_SUCCESS` marker
 exists, written last by rank 0 after every rank is done, with the config hash and the identities of the sealed
 inputs it read; `_STARTED` says which config is writing a folder, so parts of another config are never reused.
 """
@@ -47,7 +47,8 @@ def run_stage(stage: str, cfg: DictConfig, force: bool = False, target: str | No
     """Skip-if-sealed, run, then seal: the marker contract of every stage in one place.
 
     Committed part files are kept for a rerun of the same config (so it finishes only the rest) and dropped when
-    the config changed or `--force` is given, together with the old marker; `--force` also drops checkpoints.
+    the config changed or `--force` is given, together with the old marker; `--force` also drops checkpoints, which
+    a training resumes from only at the settings that wrote them (lift/train/checkpoint.py).
     The stage function does the work (on every rank); rank 0 saves the resolved config and writes `_SUCCESS`
     last, after all ranks are done.
     """
@@ -70,7 +71,14 @@ def run_stage(stage: str, cfg: DictConfig, force: bool = False, target: str | No
         storage.write_json(started_url, {"stage": stage, "config_hash": digest, "inputs": inputs})
     dist.barrier()
     start = time.time()
-    counts = fn(cfg) or {}
+    # Imported here, as the stage's module (`fn`) imports it anyway: it is heavy for `lift` itself.
+    from lift.train import checkpoint
+
+    # Checkpoints of a training inside record this config and its inputs, and refuse a resume at another one. A
+    # restart is as rank 0 saw it: another rank may have read the _STARTED that rank 0 had just written.
+    restart = dist.all_gather_objects(started is not None and not stale)[0]
+    with checkpoint.stage(cfg, inputs, restart=restart):
+        counts = fn(cfg) or {}
     dist.barrier()
     if runtime.is_main:
         config.save(cfg, storage.join(cfg.out, "config.yaml"))

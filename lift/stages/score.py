@@ -6,6 +6,8 @@ Two modes, both deterministic and batched (B videos x 3 questions per forward):
 - `generate`: greedy decoding of the whole answer with its reason; the label is parsed, and an answer that states
   none is recorded as unparsable and left out of the reward (counted in the marker), never taken as Good.
 
+Output: OUT/part-*.jsonl (one per shard) and OUT/scores.jsonl (merged), one score record per video.
+
     lift score                                        # toy run folder
     torchrun --nproc-per-node 8 -m lift score rollouts=s3://b/run/rollouts critic=s3://b/run/critic/model
 """
@@ -19,37 +21,20 @@ from omegaconf import DictConfig
 from lift.core import dist
 from lift.data import hra
 from lift.io import storage
+from lift.models.scoring import SCORES as SCORES  # this stage's merged output, OUT/scores.jsonl
 from lift.models.scoring import Item, Scorer, read_items, reward_from_labels, reward_from_probs, score_sharded
 
 log = logging.getLogger(__name__)
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def run(cfg: DictConfig) -> dict:
-    """`lift score`: score records of DESIGN.md for every video of the rollouts (or any manifest) folder."""
+    """`lift score`: a score record (labels and reward) for every video of the rollouts (or any manifest) folder."""
     runtime = dist.init()
     for key in ("label_scores", "dimension_weights"):
         expected = hra.LABELS if key == "label_scores" else hra.DIMENSIONS
         if sorted(cfg[key]) != sorted(expected):
             raise ValueError(f"config key '{key}' must have exactly the keys {list(expected)}, got {list(cfg[key])}")
-    items = read_items(storage.join(cfg.rollouts, "manifest.jsonl"))
+    items = read_items(storage.join(cfg.rollouts, hra.MANIFEST))
     scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens, cfg.trust_remote_code)
     scores, weights = dict(cfg.label_scores), dict(cfg.dimension_weights)
 

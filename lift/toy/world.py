@@ -8,7 +8,7 @@ It is the embedded default dataset of every stage, so the whole pipeline runs on
 A clip shows `Scene` (e.g. "a red circle moves left on a black background"), rendered by `render` with the
 defects of `DEFECTS`, one table that holds what each defect does, its strength at Normal and at Bad, and the
 reason text the rating carries. Each dimension is rated independently (LiFT-HRA's mix: ~35% Good, 15% Normal,
-50% Bad). The world is built for tiny models (docs/DESIGN.md, pitfalls): 32 px, big saturated shapes, global
+50% Bad). The world is built for tiny models: 32 px, big saturated shapes, global
 signals (colour, cast, flicker) and movements of 12+ px. `measure` is the oracle later stages use to check
 generated clips (colour and direction) and to calibrate defects; docs/DATA.md documents the whole world.
 """
@@ -248,7 +248,7 @@ def sample_clip(rng: np.random.Generator, label_mix: Sequence[float] | None = No
         reasons["semantic"] = " ".join(
             d.reason.format(**_words(shown), **_attribute_words(d.name, shown, scene)) for d in order)
     # Say what is seen before comparing it with the prompt: a critic that answers reason first can then judge by
-    # comparing words in context (docs/DESIGN.md, pitfalls), and the description is the scene's own caption.
+    # comparing words in context (docs/RESULTS.md, critic accuracy), and the description is the scene's own caption.
     reasons["semantic"] = SEEN.format(caption=shown.prompt) + " " + reasons["semantic"]
     for dim in ("motion", "fidelity"):
         label = labels[dim]
@@ -506,7 +506,7 @@ def generate(cfg: DictConfig) -> dict:
         write_video(storage.join(out, video), render(clip.shown, clip.faults, rng, frames, size), fps)
         records.append(hra.Record(clip_id, video, clip.scene.prompt, clip.labels, clip.reasons,
                                   assign_split(clip_id, cfg.split.test_fraction, cfg.split.seed)))
-    hra.write_manifest(storage.join(out, "manifest.jsonl"), records)
+    hra.write_manifest(storage.join(out, hra.MANIFEST), records)
 
     scenes = all_scenes()
     order = np.random.default_rng([seed, _PROMPTS]).permutation(len(scenes))
@@ -524,7 +524,7 @@ def generate(cfg: DictConfig) -> dict:
         video = f"videos/{clip_id}.mp4"
         write_video(storage.join(out, "real", video), render(scene, (), rng, frames, size), fps)
         real.append({"id": clip_id, "video": video, "prompt": scene.prompt})
-    storage.write_text(storage.join(out, "real", "manifest.jsonl"),
+    storage.write_text(storage.join(out, "real", hra.MANIFEST),
                        "".join(json.dumps(r, sort_keys=True) + "\n" for r in real))
 
     labels = {d: {label: sum(r.labels[d] == label for r in records) for label in hra.LABELS}

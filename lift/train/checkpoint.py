@@ -3,8 +3,21 @@
     OUT/checkpoints/step-00000120/   DCP shards + .metadata, then _SUCCESS (written last, by rank 0)
 
 Resume picks the newest step folder that has `_SUCCESS`; a folder cut off mid-write is never taken. The marker
-also holds a fingerprint of what must not change across a resume (model, parallel-invariant config), so a
-checkpoint of another model or an incompatible config is refused with the differing key named.
+also records what the weights in it are a function of, so that a run of another config never resumes from it
+(at the final step it would train nothing and seal the old weights under the new config):
+
+- the stage's fingerprint (the model and what must match for the state dict to mean the same thing);
+- the trainer settings (`trainer_settings`): every TrainerConfig key except those that leave the result as it is
+  (`RESULT_NEUTRAL`: when checkpoints are taken and kept, how they are uploaded, logging, loader workers,
+  activation recomputation);
+- under `lift.stages.runner` (`stage`), the rest of the stage config: every value outside its TrainerConfig
+  sections (the model, objective, LoRA, frames, resolution...) except where outputs go (`run`, `out`, `work`),
+  with each sealed input folder (data, rollouts, scores, real set, base model) by its seal identity rather than
+  its URL, so a rebuilt input counts as a change and a moved run folder does not.
+
+A difference in any of them is a `ConfigError` naming each key with both values, the checkpoint, and the two ways
+on: `--force` (discard the checkpoints, train from the start) or the old values (resume). A checkpoint written
+before settings were recorded is resumed only by a restart of the config that started the output folder.
 
 Asynchronous saves (`trainer.async_checkpoint`, the default): `save` copies the state into CPU buffers kept from
 one save to the next (pinned on GPU hosts; the only part that stalls training), then `dcp.async_save` uploads it
@@ -23,15 +36,19 @@ listing rather than a HEAD request per step folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 
 import torch
 import torch.distributed as torch_dist
 import torch.distributed.checkpoint as dcp
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.distributed._state_dict_utils import _copy_state_dict, _create_cpu_state_dict
 from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
 from torch.distributed.checkpoint.staging import BlockingAsyncStager
@@ -44,12 +61,80 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.checkpoint.stateful import Stateful
 
+from lift.config import ConfigError
+from lift.config.schema import TrainerConfig
 from lift.core import dist, logs
 from lift.io import storage
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"^step-(\d{8})$")
 _WRITE_STREAMS = 4  # objects (and upload threads) per rank and checkpoint: 2x faster saves and loads than 1 (measured)
+# TrainerConfig keys a resume may change: they decide when checkpoints are taken, kept and how they are uploaded,
+# what is logged, how many processes load the data, and whether activations are recomputed (the same values).
+RESULT_NEUTRAL = ("checkpoint_every", "keep_checkpoints", "async_checkpoint", "log_every", "num_workers",
+                  "activation_checkpointing")
+_LOCATION = ("run", "out", "work")  # where a stage's outputs go: not what its weights are
+
+
+@dataclasses.dataclass(frozen=True)
+class StageRun:
+    """What `lift.stages.runner` knows of the stage it runs, for the checkpoints of the training inside it."""
+
+    config: DictConfig
+    """The stage's resolved config (its TrainerConfig sections are the ones `fit` gets)."""
+    inputs: dict[str, str]
+    """Config key -> seal identity of each sealed folder the stage reads."""
+    restart: bool
+    """The output folder was started by this same config and inputs: a restart, not a changed config."""
+
+
+_stage: ContextVar[StageRun | None] = ContextVar("lift_stage_run", default=None)
+
+
+@contextlib.contextmanager
+def stage(config: DictConfig, inputs: dict[str, str], restart: bool):
+    """Run the block as the stage of `config`: its checkpoints record (and are checked against) that config."""
+    token = _stage.set(StageRun(config, inputs, restart))
+    try:
+        yield
+    finally:
+        _stage.reset(token)
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+def _stage_leaves(node: DictConfig, prefix: str = ""):
+    """(key, value) of every leaf of a stage config but the location keys; a TrainerConfig section is one leaf,
+    its DictConfig."""
+    for key in node:
+        value, name = node[key], f"{prefix}{key}"
+        if isinstance(value, DictConfig) and OmegaConf.get_type(value) is not TrainerConfig:
+            yield from _stage_leaves(value, f"{name}.")
+        elif key not in _LOCATION:
+            yield name, value
+
+
+def trainer_settings(trainer: TrainerConfig | DictConfig) -> tuple[dict, StageRun | None]:
+    """The settings that shape the weights of a training with `trainer` (see the module docstring), each under its
+    config key (`trainer.lr`), as JSON values; and the stage run they belong to, if any. Other TrainerConfig
+    sections of the stage (the base stage trains its VAE, then its transformer) are left out: they train other
+    weights, with checkpoints of their own."""
+    run = _stage.get()
+    section, rest = "trainer", {}
+    for key, value in _stage_leaves(run.config) if run is not None else ():
+        if isinstance(value, DictConfig) and OmegaConf.get_type(value) is TrainerConfig:
+            section = key if value is trainer else section
+        else:
+            rest[key] = f"sealed {run.inputs[key]}" if key in run.inputs else _plain(value)
+    values = _plain(trainer) if isinstance(trainer, DictConfig) else dataclasses.asdict(trainer)
+    own = {f"{section}.{k}": v for k, v in values.items() if k not in RESULT_NEUTRAL}
+    return json.loads(json.dumps({**rest, **own})), run
+
+
+def _assignment(key: str, value) -> str:
+    return f"{key}={value if isinstance(value, str) else json.dumps(value, separators=(',', ':'))}"
 
 
 class TrainState(Stateful):
@@ -99,8 +184,17 @@ class _InOrderReader(FsspecReader):
 
 
 class Checkpointer:
-    def __init__(self, url: str, fingerprint: dict, keep: int = 2, async_save: bool = False):
-        self.url, self.fingerprint, self.keep, self.async_save = url, fingerprint, max(1, keep), async_save
+    """The checkpoints under `url` of one training: `fingerprint` (the stage's) and, given `trainer`, the
+    settings of `trainer_settings` are recorded in each marker and must match for a resume."""
+
+    def __init__(self, url: str, fingerprint: dict, keep: int = 2, async_save: bool = False,
+                 trainer: TrainerConfig | DictConfig | None = None):
+        self.url, self.keep, self.async_save = url, max(1, keep), async_save
+        self.fingerprint = json.loads(json.dumps(fingerprint))  # as the marker will hold it
+        self.settings, run = trainer_settings(trainer) if trainer is not None else ({}, None)
+        self.restart = run is not None and run.restart
+        # Settings a command line can set back (not the seal of a rebuilt input folder)
+        self.assignable = {k for k in self.settings if run is None or k not in run.inputs}
         self._pending: tuple[int, str, Future, float] | None = None  # (step, url, upload [+ commit], start time)
         self._group = self._stager = self._committer = None
         if async_save:
@@ -177,7 +271,8 @@ class Checkpointer:
         """Rank 0: write `_SUCCESS` (after the upload, if one is given) and prune."""
         if upload is not None:
             upload.result()
-        storage.write_marker(url, "checkpoint", "", {"step": step}, fingerprint=self.fingerprint)
+        storage.write_marker(url, "checkpoint", "", {"step": step}, fingerprint=self.fingerprint,
+                             settings=self.settings)
         self._prune(step)
 
     def load(self, state: TrainState) -> bool:
@@ -186,17 +281,33 @@ class Checkpointer:
         if not steps:
             return False
         url = self._step_url(steps[-1])
-        saved = storage.read_marker(url).get("fingerprint", {})
-        for key in sorted(set(saved) | set(self.fingerprint)):
-            if saved.get(key) != self.fingerprint.get(key):
-                raise ValueError(
-                    f"{url}: checkpoint is incompatible with this run: '{key}' was {saved.get(key)!r}, "
-                    f"now {self.fingerprint.get(key)!r}; use a new output folder or restore the old setting"
-                )
+        self._check(url, storage.read_marker(url))
         opts = storage.storage_options(storage.protocol_of(url))
         dcp.load({"train": state}, storage_reader=_InOrderReader(url, **opts))
         logs.event(log, "resumed from checkpoint", step=state.step, url=url)
         return True
+
+    def _check(self, url: str, marker: dict) -> None:
+        """Refuse (ConfigError) a checkpoint whose recorded fingerprint or settings differ from this run's."""
+        saved, ours = dict(marker.get("fingerprint", {})), dict(self.fingerprint)
+        recorded = "settings" in marker
+        if recorded:
+            saved.update(marker["settings"])
+            ours.update(self.settings)
+        fix = f"rerun with --force to discard the checkpoints under {self.url} and train from the start"
+        missing = object()
+        changed = [(k, saved.get(k, missing), ours.get(k, missing)) for k in sorted(set(saved) | set(ours))
+                   if saved.get(k, missing) != ours.get(k, missing)]
+        if changed:
+            shown = "; ".join(f"'{k}' was {'absent' if old is missing else repr(old)}, "
+                              f"now {'absent' if new is missing else repr(new)}" for k, old, new in changed)
+            back = [_assignment(k, old) for k, old, _ in changed if k in self.assignable and old is not missing]
+            resume = f"set {' '.join(back)} to resume from them" if back else "restore the old settings to resume"
+            raise ConfigError(f"{url}: checkpoint is incompatible with this run: {shown}; {fix}, or {resume}")
+        if not recorded and self.settings and not self.restart:
+            raise ConfigError(f"{url}: checkpoint records no training settings (written by an earlier lift), and "
+                              f"this output folder was started by another config or outside a stage; {fix}, or "
+                              f"rerun the config that wrote it")
 
     def _prune(self, newest: int) -> None:
         """Drop complete checkpoints beyond `keep` and incomplete leftovers older than the newest."""

@@ -4,13 +4,20 @@ Stage modules bring the model, the dataset and a loss function; this module owns
 optimizer and schedule, gradient accumulation and clipping, non-finite losses, checkpoints, logs and TensorBoard.
 
 Determinism: the data order is a function of (seed, epoch), random draws of a step are a function of
-(seed, step, rank), and each global batch is split across ranks in rank order, so a run with W ranks x batch b sees the same examples per step as one process with batch W*b, and a
-resumed run continues with exactly the batches an uninterrupted run would have seen.
+(seed, step, rank), and each global batch is split across ranks in rank order, so a run with W ranks x batch b sees
+the same examples per step as one process with batch W*b, and a resumed run continues with exactly the batches an
+uninterrupted run would have seen.
+
+Gradient accumulation: an optimizer step is `grad_accum` consecutive global batches of one epoch's order; an epoch
+holds only whole steps and the examples past them sit out that epoch (lift/train/sampler.py), so with a loss that
+is a mean over its micro-batch's examples, `grad_accum=k` over batch b gives the step of one batch of k*b, and a
+step's position in the data is a function of the step number alone.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import math
 import resource
@@ -23,6 +30,7 @@ import torch
 import torch.distributed as torch_dist
 from torch.utils.data import DataLoader, Dataset
 
+from lift import models
 from lift.config.schema import TrainerConfig
 from lift.core import dist, faults, logs
 from lift.io import storage
@@ -122,39 +130,41 @@ def fit(
     fingerprint: dict,
     runtime: dist.Runtime,
 ) -> dict:
-    """Train until the configured number of optimizer steps; returns counters for the stage's marker."""
-    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed)
-    steps = total_steps(cfg, sampler.batches_per_epoch)
+    """Train until the configured number of optimizer steps; returns counters for the stage's marker.
+
+    `loss_fn(model, batch, step)` returns the mean loss over the micro-batch's examples and scalar metrics; every
+    micro-batch has `cfg.batch_size` examples, so the loss of a step is the mean of its micro-batches' losses (each
+    scaled by 1/grad_accum before backward) and equals that of one batch of all their examples."""
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed,
+                                 cfg.grad_accum)
+    steps = total_steps(cfg, sampler.steps_per_epoch)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg, runtime.device)
     state = TrainState(model, optimizer, build_scheduler(optimizer, cfg, steps),
                        trainable_only=len(params) < sum(1 for _ in model.parameters()))
-    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints, cfg.async_checkpoint)
+    # Resumes only from checkpoints of the same settings (lift/train/checkpoint.py); refuses others (ConfigError)
+    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints, cfg.async_checkpoint,
+                        trainer=cfg)
     resumed = ckpt.load(state)
     board = _Board(storage.join(out_url, "tensorboard"), runtime.is_main)
     loader = make_loader(dataset, sampler, collate, cfg, runtime.device)
     # bf16 compute on GPU: FSDP2 casts through its MixedPrecisionPolicy; one process (or DDP) would otherwise train
     # in fp32 (no tensor-core bf16, ~10x slower matmuls on an H100), so it gets autocast instead.
-    autocast = (runtime.device.type == "cuda" and cfg.mixed_precision == "bf16"
+    autocast = (models.compute_dtype(runtime.device, cfg.mixed_precision) == torch.bfloat16
                 and not (runtime.distributed and cfg.fsdp))
     skipped, window, t0 = 0, [], time.time()
     bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")
     logs.event(log, "training", steps=steps, resumed_at=state.step if resumed else 0, examples=len(dataset),
-               global_batch=sampler.global_batch * cfg.grad_accum, world_size=runtime.world_size)
+               global_batch=sampler.global_batch * cfg.grad_accum, world_size=runtime.world_size,
+               steps_per_epoch=sampler.steps_per_epoch)
     model.train()
     while state.step < steps:
-        micro = state.step * cfg.grad_accum
-        epoch, start = divmod(micro, sampler.batches_per_epoch)
-        sampler.set_position(epoch, start)
+        sampler.seek(state.step)
         batches = iter(loader)
         while state.step < steps:
-            group = []
-            for _ in range(cfg.grad_accum):
-                if (batch := next(batches, None)) is None:
-                    break
-                group.append(batch)
-            if len(group) < cfg.grad_accum:
-                break  # epoch boundary: the outer loop starts the next epoch's order
+            group = list(itertools.islice(batches, cfg.grad_accum))
+            if not group:
+                break  # end of the epoch (a whole number of steps): the outer loop starts the next epoch's order
             loss_sum, metrics, nonfinite = 0.0, {}, False
             # Dropout and noise draw from a generator that is a function of (seed, step, rank): a resumed run
             # draws exactly what the uninterrupted run drew, with no RNG state to checkpoint.

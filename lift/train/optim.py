@@ -12,8 +12,10 @@ from lift.config.schema import TrainerConfig
 log = logging.getLogger(__name__)
 
 
-def total_steps(cfg: TrainerConfig, batches_per_epoch: int) -> int:
-    return cfg.max_steps if cfg.max_steps > 0 else max(1, cfg.epochs * batches_per_epoch // cfg.grad_accum)
+def total_steps(cfg: TrainerConfig, steps_per_epoch: int) -> int:
+    """`trainer.max_steps`, or `trainer.epochs` x `steps_per_epoch` (whole accumulation windows per epoch, as
+    `GlobalBatchSampler.steps_per_epoch` counts them)."""
+    return cfg.max_steps if cfg.max_steps > 0 else max(1, cfg.epochs * steps_per_epoch)
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device):

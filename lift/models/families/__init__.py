@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-_MODULES = {"cogvideox": "lift.families.cogvideox", "wan": "lift.families.wan"}
+_MODULES = {"cogvideox": "lift.models.families.cogvideox", "wan": "lift.models.families.wan"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class Family:
     """transformer -> the blocks `fully_shard` wraps one by one."""
     text_length: Callable[..., int]
     """pipeline -> text tokens the transformer was trained with (the pipeline's `max_sequence_length`)."""
+    vae_dtype: torch.dtype | None = None
+    """The VAE's dtype whatever the pipeline computes in (Wan's reference recipe keeps its VAE in float32); None:
+    the VAE computes in the pipeline's dtype like every other component."""
+
+    def dtypes(self, compute: torch.dtype) -> dict[str, torch.dtype]:
+        """Per-component dtypes (diffusers' `from_pretrained(dtype=...)` form) of a pipeline computing in `compute`."""
+        return {"default": compute, "vae": self.vae_dtype or compute}
 
 
 def get(name: str) -> Family:

@@ -44,4 +44,5 @@ def loss(pipe, transformer, latents: torch.Tensor, embeds: torch.Tensor, generat
 SPEC = Family(
     name="wan", pipeline="WanPipeline", encode_text=encode_text, encode_video=encode_video, loss=loss,
     blocks=lambda transformer: list(transformer.blocks), text_length=lambda pipe: TEXT_LENGTH,
+    vae_dtype=torch.float32,  # the Wan reference recipe keeps its VAE in float32
 )
