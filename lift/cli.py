@@ -6,12 +6,12 @@ config helpers.
     lift data export MANIFEST_URL OUT_JSON_URL [--format llava]
     lift models tiny OUT_URL
     lift models toy OUT_URL
-    lift STAGE [--config FILE_OR_URL] [--force] [key=value ...]     # critic, critic-eval, generate, score, align, evaluate
+    lift STAGE [--config FILE_OR_URL] [--force] [key=value ...]   # each stage of lift/stages/__init__.py
     lift pipeline [RUN_URL] [--config FILE_OR_URL] [--force] [key=value ...]
     lift report RUN_URL
     lift wait URL [URL ...]
     lift config show STAGE [--config FILE_OR_URL] [key=value ...]
-    lift submit STAGE [launch options] [--dry-run] [-- key=value ...]   # a PyTorchJob (lift/submit.py)
+    lift submit STAGE [launch options] [--dry-run] [-- key=value ...]   # a PyTorchJob (lift/launch/submit.py)
     lift status JOB | lift logs JOB [--follow]
 
 Exit status is 0 on success; otherwise non-zero with a one-line reason on stderr.
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Build, import or export the human-rating (HRA) manifest.")
     dsub = data.add_subparsers(dest="action", required=True, metavar="ACTION")
     toy = dsub.add_parser("toy", help="generate the synthetic toy world (videos, labels with reasons, prompts)",
-                          description="Generate the toy world from a seed: manifest.jsonl, videos/, prompts.jsonl, real/.")
+                          description="Generate the toy world from a seed: manifest.jsonl, videos/, prompts.jsonl, "
+                                      "real/.")
     toy.add_argument("out", metavar="OUT_URL", help="output folder URL")
     imp = dsub.add_parser("import", help="convert the public LiFT-HRA release (LLaVA JSON) into a manifest",
                           description="Convert the public LiFT-HRA release into our manifest with a train/test split.")

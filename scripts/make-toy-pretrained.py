@@ -7,7 +7,7 @@
     cogvideox-toy   the toy base text-to-video pipeline: the tiny zoo CogVideoX with its VAE and transformer
                     trained on the whole rated toy set, defects included (`lift base`)
 
-    .venv/bin/python scripts/make-toy-pretrained.py                 # ~1.5 hours on 2 cores; rewrites lift/toy/pretrained/
+    .venv/bin/python scripts/make-toy-pretrained.py        # ~1.5 hours on 2 cores; rewrites lift/toy/pretrained/
     .venv/bin/python scripts/make-toy-pretrained.py --models cogvideox-toy    # the base alone
     .venv/bin/python scripts/make-toy-pretrained.py --work runs/toy-pretrained --out /tmp/pretrained
 
@@ -142,7 +142,8 @@ def main() -> int:
     if "cogvideox-toy" in args.models:
         if cli.main(["data", "toy", storage.join(work, "data"), f"toy.num_clips={args.clips}", f"seed={SEED}"]):
             return 1
-        if cli.main(["base", f"run={work}", f"start={work}/models/cogvideox", "train=true", f"vae.max_steps={args.vae_steps}",
+        if cli.main(["base", f"run={work}", f"start={work}/models/cogvideox", "train=true",
+                     f"vae.max_steps={args.vae_steps}",
                      f"transformer.max_steps={args.transformer_steps}", f"vae.num_workers={args.workers}",
                      f"transformer.num_workers={args.workers}"]):
             return 1

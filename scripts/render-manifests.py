@@ -113,7 +113,8 @@ def diff(files: dict[str, str], out: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-f", "--values", type=Path, default=VALUES, help=f"values file (default: {VALUES.relative_to(ROOT)})")
+    p.add_argument("-f", "--values", type=Path, default=VALUES,
+                   help=f"values file (default: {VALUES.relative_to(ROOT)})")
     p.add_argument("-o", "--out", type=Path, default=OUT, help=f"output folder (default: {OUT.relative_to(ROOT)})")
     p.add_argument("--release", default=RELEASE, help=f"release name the objects are named after (default: {RELEASE})")
     p.add_argument("--namespace", default=NAMESPACE, help=f"namespace of the objects (default: {NAMESPACE})")

@@ -30,8 +30,9 @@ def _imports() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "lift":
                 mine.add(node.module)
-                mine.update(f"{node.module}.{a.name}" for a in node.names if (LIFT.parent / node.module.replace(
-                    ".", "/") / f"{a.name}.py").exists() or (LIFT.parent / node.module.replace(".", "/") / a.name).is_dir())
+                folder = LIFT.parent / node.module.replace(".", "/")
+                mine.update(f"{node.module}.{a.name}" for a in node.names
+                            if (folder / f"{a.name}.py").exists() or (folder / a.name).is_dir())
             elif isinstance(node, ast.Import):
                 mine.update(a.name for a in node.names if a.name.split(".")[0] == "lift")
     return found

@@ -29,7 +29,8 @@ def failing_stage(cfg) -> dict:
 
 def _help_paths() -> list[list[str]]:
     paths = [[]]
-    paths += [[name] for name in ["data", "models", *(s for s in STAGES if s != "data"), "pipeline", "report", "wait", "config"]]
+    stage_commands = [s for s in STAGES if s != "data"]  # `lift data` has actions of its own (below)
+    paths += [[name] for name in ["data", "models", *stage_commands, "pipeline", "report", "wait", "config"]]
     paths += [["data", "toy"], ["data", "import"], ["data", "export"], ["models", "tiny"], ["config", "show"]]
     return paths
 

@@ -34,14 +34,16 @@ def test_config_from_object_storage(root_url):
 
 
 def test_typo_names_key_and_suggests():
-    with pytest.raises(config.ConfigError, match=r"command line: unknown config key 'trainer\.lrr'; did you mean 'lr'\?"):
+    typo = r"command line: unknown config key 'trainer\.lrr'; did you mean 'lr'\?"
+    with pytest.raises(config.ConfigError, match=typo):
         stages.load("align", None, ["trainer.lrr=1e-5"])
 
 
 def test_typo_in_file_names_file_and_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("run: ./x\nlora:\n  r: 8\n  alpah: 16\n")
-    with pytest.raises(config.ConfigError, match=rf"{path}, line 4: unknown config key 'lora\.alpah'; did you mean 'alpha'"):
+    typo = rf"{path}, line 4: unknown config key 'lora\.alpah'; did you mean 'alpha'"
+    with pytest.raises(config.ConfigError, match=typo):
         stages.load("critic", str(path))
 
 

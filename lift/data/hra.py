@@ -113,7 +113,7 @@ def video_url(manifest_url: str, record: Record) -> str:
     return storage.join(storage.parent(manifest_url), record.video)
 
 
-unsafe_path = storage.unsafe_path  # one check for every path read from a manifest (lift/storage.py)
+unsafe_path = storage.unsafe_path  # one check for every path read from a manifest (lift/io/storage.py)
 
 
 def check_record(obj) -> list[str]:

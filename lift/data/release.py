@@ -6,7 +6,7 @@
                        {"from": "gpt", "value": "<Label>. <reason>"}]}
 
 with the videos in a folder or in zip parts. Import groups a video's three entries into one HRA record
-(lift/hra.py), splits train/test by a seeded hash of the video id and copies the videos beside the manifest:
+(lift/data/hra.py), splits train/test by a seeded hash of the video id and copies the videos beside the manifest:
 
     lift data import LiFT-HRA-data.json s3://bucket/LiFT-HRA/videos s3://bucket/runs/r1/data [on_error=skip]
     lift data import data.json videos/HRA_part0.zip,videos/HRA_part1.zip,videos/HRA_part2.zip runs/r1/data

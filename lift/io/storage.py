@@ -13,7 +13,7 @@ Retries and timeouts of S3 requests (`s3_settings`; each process logs the values
   LIFT_S3_RETRIES         s3fs's own retries of what botocore gives up on or never sees: a connection reset while
                           a body is read, SlowDown after botocore's attempts, timeouts (default 5)
 botocore retries 500/502/503/504, throttling, connection errors and timeouts with exponential backoff and jitter
-(up to 20 s per wait); every retry is logged at INFO with a running count (lift/logs.py). At 20% of requests
+(up to 20 s per wait); every retry is logged at INFO with a running count (lift/core/logs.py). At 20% of requests
 failing, 10 attempts leave 1e-7 of requests failing. docs/RELIABILITY.md has the measured figures.
 """
 
@@ -400,7 +400,7 @@ class Shards:
 
     def commit(self, shard: int, data: bytes) -> None:
         write_bytes(self.part(shard), data)
-        faults.part_committed()  # crash tests: LIFT_FAULT_KILL_AFTER_PARTS (lift/faults.py)
+        faults.part_committed()  # crash tests: LIFT_FAULT_KILL_AFTER_PARTS (lift/core/faults.py)
 
     def merge(self, name: str) -> str:
         """Concatenate every part, in shard order, into one object; refuses while any part is missing."""

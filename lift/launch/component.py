@@ -13,7 +13,7 @@ options and their help; no logic lives there), and `lift submit` derives its PyT
     # the same stage as a kubeflow.org/v1 PyTorchJob (credentials from an existing Secret)
     lift submit align -j 4x8 --gpu 8 --image REGISTRY/lift:0.1.0 --secret lift-s3 -- run=s3://bucket/run
 
-On Kubernetes the pods are hardened like the chart's and `lift submit`'s (lift/hardening.py: non-root, read-only
+On Kubernetes the pods are hardened like the chart's and `lift submit`'s (lift/launch/hardening.py: non-root, read-only
 root filesystem with scratch volumes, no capabilities), TorchX's own rendering amended through `StageRole.pre_proc`.
 
 Credentials never travel as arguments: `stage_app` refuses credential variables in `env`. On TorchX they come from
@@ -43,7 +43,7 @@ RDZV_PORT_NAME = "c10d"
 
 
 class StageRole(specs.Role):
-    """A TorchX role whose Kubernetes pods are hardened (lift/hardening.py).
+    """A TorchX role whose Kubernetes pods are hardened (lift/launch/hardening.py).
 
     TorchX 0.7.0's kubernetes scheduler renders an empty securityContext and has no option for one, but it calls
     every role's `pre_proc` on the scheduler request during `submit_dryrun`, the step both `--dryrun` and a real

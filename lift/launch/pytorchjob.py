@@ -1,4 +1,4 @@
-"""A stage's TorchX `AppDef` (lift/launch.py) as a kubeflow.org/v1 PyTorchJob, built with the kubeflow-training models.
+"""A stage's TorchX `AppDef` (lift/launch/component.py) as a kubeflow.org/v1 PyTorchJob, built with the kubeflow-training models.
 
 Nothing about the stage is restated here: the image, the `lift ...` command, nodes x processes, resources, env,
 volumes and retries are all read off the AppDef's single role, and the torchrun flags are parsed back with
@@ -8,7 +8,7 @@ torchrun's own argument parser. What is added is what the Kubeflow training oper
   elasticPolicy (c10d rendezvous on worker-0, as the operator sets it up);
 - rendezvous: static, from the MASTER_ADDR / MASTER_PORT / RANK the operator injects (`$(VAR)` is expanded by
   Kubernetes, no shell involved);
-- the hardened pod of lift/hardening.py (non-root, no privilege escalation, no capabilities, seccomp, read-only
+- the hardened pod of lift/launch/hardening.py (non-root, no privilege escalation, no capabilities, seccomp, read-only
   root filesystem with emptyDir scratch, /dev/shm in memory, no API token);
 - credentials: `secretKeyRef`s into an existing Secret (keys named like the variables), never values.
 

@@ -1,6 +1,6 @@
-"""The critic's prompts and answers, shared by training (`lift critic`), `lift critic-eval`, `lift score` and the toy zoo's
-pretraining: the question per dimension, the label-first and reason-first answer formats, the label parser, the
-label-token ids, the answer mask and the training examples and batches.
+"""The critic's prompts and answers, shared by training (`lift critic`), `lift critic-eval`, `lift score` and the toy
+zoo's pretraining: the question per dimension, the label-first and reason-first answer formats, the label parser,
+the label-token ids, the answer mask and the training examples and batches.
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ class Collate:
                                           tokenize=False) for i in items]
         enc = encode(proc, texts, [i["frames"] for i in items], self.fps)
         labels = answer_labels(enc["input_ids"], proc.tokenizer)
-        return {"inputs": {**enc, "labels": labels}, "ids": [f"{i['example'].id}/{i['example'].dimension}" for i in items]}
+        ids = [f"{i['example'].id}/{i['example'].dimension}" for i in items]
+        return {"inputs": {**enc, "labels": labels}, "ids": ids}
 
 
 def examples_from_manifest(data_url: str, split: str, answer_format: str, with_reasons: bool,

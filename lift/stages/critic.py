@@ -71,7 +71,7 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
 
 
 def fingerprint(cfg: DictConfig) -> dict:
-    """What a checkpoint must share with the run resuming from it; lift/checkpoint.py refuses one that differs."""
+    """What a checkpoint must share with the run resuming from it; lift/train/checkpoint.py refuses one that differs."""
     return {"base": cfg.model.name_or_path, "lora": OmegaConf.to_container(cfg.lora) if cfg.lora.enabled else None,
             "answer_format": cfg.model.answer_format, "freeze_vision": cfg.model.freeze_vision}
 

@@ -68,7 +68,8 @@ class _Board:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        self.local = storage.filesystem(self.url)[1] if storage.protocol_of(self.url) == "file" else tempfile.mkdtemp(prefix="lift-tb-")
+        local = storage.protocol_of(self.url) == "file"
+        self.local = storage.filesystem(self.url)[1] if local else tempfile.mkdtemp(prefix="lift-tb-")
         self.writer = SummaryWriter(self.local)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -201,7 +202,7 @@ def fit(
             state.step += 1
             bar.update()
             ckpt.wait()  # an asynchronous checkpoint taken after the previous step is committed now
-            faults.kill_point(faults.KILL_AT_STEP, state.step)  # crash tests: lift/faults.py
+            faults.kill_point(faults.KILL_AT_STEP, state.step)  # crash tests: lift/core/faults.py
             window.append(loss_sum)
             if state.step % cfg.log_every == 0 or state.step == steps:
                 elapsed = time.time() - t0
