@@ -37,7 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import Clock, cpu_seconds, moto_s3, process_cpu_seconds, ratio_line, save_result  # noqa: E402
+from _common import (  # noqa: E402
+    Clock,
+    cpu_seconds,
+    moto_s3,
+    process_cpu_seconds,
+    ratio_line,
+    save_result,
+)
 
 from lift.config.schema import TrainerConfig
 from lift.io import storage, video

@@ -64,7 +64,7 @@ def test_generation_is_deterministic_per_video(family, zoo_dir, tmp_path):
     again = _write_rollouts(str(tmp_path / "b"), zoo_dir, family)
     for m in manifest:
         assert storage.read_bytes(f"{rollouts}/{m['video']}") == storage.read_bytes(f"{again}/{m['video']}")
-    other = sampling.sample(pipe, family, [first["prompt"]], [first["seed"] + 1], sampling, torch.device("cpu"))[0]
+    other = sampling.sample(pipe, family, [first["prompt"]], [first["seed"] + 1], settings, torch.device("cpu"))[0]
     assert not np.array_equal(alone, other)
 
 

@@ -17,7 +17,8 @@ def _weights(folder: str, component: str) -> bytes:
 def test_base_reuses_its_vae_and_retrains_the_transformer_of_a_new_start(zoo_dir, toy_data, tmp_path):
     run, start = str(tmp_path / "run"), tmp_path / "start"
     shutil.copytree(f"{zoo_dir}/cogvideox", start)
-    args = ["base", f"run={run}", f"data={toy_data}", f"start={start}", "vae.max_steps=2", "vae.batch_size=2",
+    args = ["base", f"run={run}", f"data={toy_data}", f"start={start}", "train=true",
+            "vae.max_steps=2", "vae.batch_size=2",
             "transformer.max_steps=2", "transformer.batch_size=2", "vae.num_workers=0", "transformer.num_workers=0"]
     assert cli.main(args) == 0
     first_vae = storage.read_marker(f"{run}/base_train/stage1")

@@ -276,7 +276,7 @@ def test_local_cwd_components_run_stages_to_completion(tmp_path):
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-3000:]
     for rank in (0, 1):  # both ranks ran the stage, with the overrides given after `--`
-        assert re.search(rf"rank={rank} lift: critic: done .*steps=2\b", log), log[-3000:]
+        assert re.search(rf"rank={rank} lift\.stages\.runner: critic: done .*steps=2\b", log), log[-3000:]
     assert (tmp_path / "run" / "critic" / "_SUCCESS").exists()
     marker = json.loads((tmp_path / "run" / "critic" / "_SUCCESS").read_text())
     assert marker["stage"] == "critic"

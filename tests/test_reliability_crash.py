@@ -16,7 +16,13 @@ import sys
 
 import pytest
 import torch
-from test_align import SAMPLING, _copy_inputs, _transformer, _write_rollouts, _write_scores
+from test_align import (
+    SAMPLING,
+    _copy_inputs,
+    _transformer,
+    _write_rollouts,
+    _write_scores,
+)
 from test_align import TRAIN as ALIGN_TRAIN
 from test_critic import TRAIN as CRITIC_TRAIN
 from test_critic import _copy_data
@@ -242,7 +248,7 @@ def test_part_cut_off_mid_write_is_never_taken_as_committed(tmp_path):
     """A rank SIGKILLed while writing a part leaves at most a temporary object that no reader takes for a part;
     the rerun commits the part whole."""
     out = str(tmp_path / "scores")
-    writer = ("import os, signal, sys\nfrom lift import storage\n"
+    writer = ("import os, signal, sys\nfrom lift.io import storage\n"
               "shards = storage.Shards(sys.argv[1], 4)\nshards.commit(0, b'{\"id\": \"a\"}\\n')\n"
               "with storage.atomic_open(shards.part(1)) as f:\n"
               "    f.write(b'{\"id\": \"b\"}\\n{\"id\": \"c\"' )\n    f.flush()\n"

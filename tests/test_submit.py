@@ -12,7 +12,12 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 from checkov_scan import CHECKOV_SKIPS, describe, pods_from_job, run_checkov
-from k8s_schemas import assert_valid_pod, assert_valid_pytorchjob, crd_errors, write_network_policies
+from k8s_schemas import (
+    assert_valid_pod,
+    assert_valid_pytorchjob,
+    crd_errors,
+    write_network_policies,
+)
 
 from lift import cli
 from lift.launch import component, hardening, pytorchjob

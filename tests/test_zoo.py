@@ -25,7 +25,7 @@ def zoo_s3(zoo_dir, s3_endpoint, tmp_path_factory) -> str:
     """The session's zoo (conftest's `zoo_dir`) uploaded once to the loopback S3; a fresh model cache for the
     session."""
     url = f"s3://{BUCKET}/zoo-{uuid.uuid4().hex[:8]}"
-    models.save_folder(zoo_dir, url)
+    storage.save_folder(zoo_dir, url)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LIFT_CACHE", str(tmp_path_factory.mktemp("cache")))
         yield url
@@ -170,7 +170,7 @@ def test_remote_cache_refetches_changed_model(tmp_path, monkeypatch):
     (src / "sub" / "weights.bin").write_bytes(b"v1")
     url = f"memory://lift-test/{uuid.uuid4().hex[:8]}/model"
     storage.write_text(storage.join(url, "stale.json"), "left over from an older save")
-    models.save_folder(str(src), url)
+    storage.save_folder(str(src), url)
     assert storage.listdir(url) == ["config.json", "sub"]
     first = models.local_dir(url)
     assert models.local_dir(url) == first

@@ -80,3 +80,10 @@ def all_gather_objects(obj) -> list:
     out = [None] * torch_dist.get_world_size()
     torch_dist.all_gather_object(out, obj)
     return out
+
+
+def compute_dtype(device: str | torch.device, mixed_precision: str = "bf16") -> torch.dtype:
+    """The dtype a model computes in, for the critic and the text-to-video pipelines alike: bfloat16 on CUDA unless
+    a trainer's `mixed_precision` is fp32, float32 on CPU always."""
+    bf16 = torch.device(device).type == "cuda" and mixed_precision == "bf16"
+    return torch.bfloat16 if bf16 else torch.float32

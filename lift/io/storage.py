@@ -419,3 +419,24 @@ class Shards:
 def shard_slice(items: list, shard: int, num_shards: int) -> list:
     """The items of one shard: a strided slice, so shards stay balanced and stable for a fixed item order."""
     return items[shard::num_shards]
+
+
+def save_folder(local: str, url: str) -> None:
+    """Copy a folder written by `save_pretrained` to any URL, replacing whatever the URL held.
+
+    Every file is one complete PUT (or local copy); the folder as a whole is not complete until the caller
+    writes `_SUCCESS` after this returns. Replacing matters: a stale `*.index.json` from an older sharded save
+    would make `from_pretrained` read the wrong weights.
+    """
+    fs, root = filesystem(url)
+    root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem) and os.path.realpath(local) == os.path.realpath(root):
+        return
+    fs.invalidate_cache(root)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    files = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, names in os.walk(local) for f in names)
+    if isinstance(fs, LocalFileSystem):
+        for rel in {os.path.dirname(f) for f in files}:
+            os.makedirs(os.path.join(root, rel), exist_ok=True)
+    fs.put([os.path.join(local, f) for f in files], [f"{root}/{f}" for f in files])

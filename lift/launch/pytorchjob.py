@@ -95,7 +95,9 @@ def from_app(
     `secret` names an existing Secret holding AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and optionally
     AWS_SESSION_TOKEN, HF_TOKEN); `shm_size` caps /dev/shm (e.g. 16Gi; unset: bounded by the memory limit).
     """
-    from torch.distributed.run import get_args_parser  # torch's own parser reads the launcher flags back
+    from torch.distributed.run import (
+        get_args_parser,  # torch's own parser reads the launcher flags back
+    )
 
     if len(app.roles) != 1:
         raise ValueError(f"{app.name}: a PyTorchJob runs one role, the AppDef has {len(app.roles)}")

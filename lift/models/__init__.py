@@ -3,9 +3,9 @@
 `from_pretrained` wants a hub id or a local folder. A hub id and a local folder (plain path or file://) pass
 straight through; a model on object storage (s3://, gs://, memory://, ...) is downloaded once per node into
 a local cache keyed by the URL and the remote listing (sizes and ETags or mtimes, `_SUCCESS` included), so a
-rewritten model is fetched again and an unchanged one is not. `save_folder` is the reverse: a folder written by
-`save_pretrained` goes to any URL; the caller seals it with `_SUCCESS` afterwards. `compute_dtype` is the one
-rule for the dtype a model computes in.
+rewritten model is fetched again and an unchanged one is not. The reverse, a folder written
+by `save_pretrained` going to any URL, is `storage.save_folder`; the dtype a model computes in is
+`dist.compute_dtype`.
 
 Cache: $LIFT_CACHE (default ~/.cache/lift/models). Old versions of a model are not pruned: delete the folder.
 """
@@ -21,7 +21,6 @@ import tempfile
 from typing import TYPE_CHECKING
 
 import torch
-from fsspec.implementations.local import LocalFileSystem
 
 from lift.io import storage
 from lift.models import families
@@ -35,11 +34,6 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "created")
 
 
-def compute_dtype(device: str | torch.device, mixed_precision: str = "bf16") -> torch.dtype:
-    """The dtype a model computes in, for the critic and the text-to-video pipelines alike: bfloat16 on CUDA unless
-    a trainer's `mixed_precision` is fp32, float32 on CPU always."""
-    bf16 = torch.device(device).type == "cuda" and mixed_precision == "bf16"
-    return torch.bfloat16 if bf16 else torch.float32
 
 
 def cache_root() -> str:
@@ -95,25 +89,6 @@ def _fetch(url: str) -> str:
     return final
 
 
-def save_folder(local: str, url: str) -> None:
-    """Copy a folder written by `save_pretrained` to any URL, replacing whatever the URL held.
-
-    Every file is one complete PUT (or local copy); the folder as a whole is not complete until the caller
-    writes `_SUCCESS` after this returns. Replacing matters: a stale `*.index.json` from an older sharded save
-    would make `from_pretrained` read the wrong weights.
-    """
-    fs, root = storage.filesystem(url)
-    root = root.rstrip("/")
-    if isinstance(fs, LocalFileSystem) and os.path.realpath(local) == os.path.realpath(root):
-        return
-    fs.invalidate_cache(root)
-    if fs.exists(root):
-        fs.rm(root, recursive=True)
-    files = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, names in os.walk(local) for f in names)
-    if isinstance(fs, LocalFileSystem):
-        for rel in {os.path.dirname(f) for f in files}:
-            os.makedirs(os.path.join(root, rel), exist_ok=True)
-    fs.put([os.path.join(local, f) for f in files], [f"{root}/{f}" for f in files])
 
 
 def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",

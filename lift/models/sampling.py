@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from lift import models
+from lift.core import dist
 from lift.io import storage, video
 from lift.models import families
 
@@ -65,7 +66,7 @@ def render(pipe, family: str, items: list[dict], batch_size: int, cfg: DictConfi
 
 def load_pipeline(family: str, name_or_path: str, sampling: DictConfig, device: torch.device,
                   trust_remote_code: bool = False):
-    dtype = models.compute_dtype(device)
+    dtype = dist.compute_dtype(device)
     pipe = models.load_t2v(family, name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cuda":

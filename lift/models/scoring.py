@@ -85,7 +85,7 @@ class Scorer:
         self.answer_format = recorded.get("answer_format", "label_first")
         self.frames = int(recorded.get("frames", 8))
         self.fps = float(recorded.get("sample_fps", 4.0))
-        dtype = models.compute_dtype(device)
+        dtype = dist.compute_dtype(device)
         self.model, self.processor = models.load_critic(critic_url, dtype=dtype, device=device,
                                                         trust_remote_code=trust_remote_code)
         self.model.eval()

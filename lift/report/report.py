@@ -128,7 +128,9 @@ def _img(src: str, alt: str, cls: str = "plot") -> str:
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # no pyplot: no global state, and the Agg canvas needs no display
+    from matplotlib.figure import (
+        Figure,  # no pyplot: no global state, and the Agg canvas needs no display
+    )
 
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     return fig

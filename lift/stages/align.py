@@ -239,7 +239,7 @@ def run(cfg: DictConfig) -> dict:
     logs.event(log, "alignment data", **stats)
     # The transformer trains from float32 weights (FSDP2's policy or autocast computes in bf16); the encoders, which
     # only fill the latent cache, run in the family's compute dtypes.
-    dtypes = family.dtypes(models.compute_dtype(runtime.device, cfg.trainer.mixed_precision))
+    dtypes = family.dtypes(dist.compute_dtype(runtime.device, cfg.trainer.mixed_precision))
     pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path, device=runtime.device,
                            trust_remote_code=cfg.model.trust_remote_code)
     pipe.vae.to(dtypes["vae"])

@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> dict:
     if runtime.distributed:
         raise ValueError("lift base trains a few-MB toy model: run it as one process, not under torchrun")
     if not cfg.train:
-        models.save_folder(models.local_dir(cfg.start), cfg.out)
+        storage.save_folder(models.local_dir(cfg.start), cfg.out)
         logs.event(log, "base: taken as it is", start=cfg.start, out=cfg.out)
         return {"trained": 0}
     manifest = storage.join(cfg.data, hra.MANIFEST)
@@ -112,7 +112,7 @@ def run(cfg: DictConfig) -> dict:
         counts = train_vae(cfg, pipe, urls, runtime)
         with tempfile.TemporaryDirectory(prefix="lift-base-") as tmp:
             pipe.save_pretrained(tmp)
-            models.save_folder(tmp, stage1)
+            storage.save_folder(tmp, stage1)
         storage.write_marker(stage1, "base-vae", vae_hash, counts)
     vae_marker = storage.read_marker(stage1)
     # the transformer is trained in the start pipeline with the trained VAE in it
@@ -127,12 +127,12 @@ def run(cfg: DictConfig) -> dict:
             shutil.rmtree(os.path.join(local, "vae"))
             shutil.copytree(os.path.join(models.local_dir(stage1), "vae"), os.path.join(local, "vae"),
                             ignore=shutil.ignore_patterns(*OURS))
-            models.save_folder(local, with_vae)
+            storage.save_folder(local, with_vae)
         storage.write_marker(with_vae, "base-start", with_vae_hash, {})
     overrides = [f"run={cfg.run}", f"model.name_or_path={with_vae}", f"rollouts={cfg.data}", "real=null",
                  "objective.reward_weighting=false", f"caption_dropout={cfg.caption_dropout}", f"out={transformer}",
                  f"frames={cfg.frames}", f"height={cfg.size}", f"width={cfg.size}"]
     align_cfg = OmegaConf.merge(stages.load("align", None, overrides), {"trainer": cfg.transformer})
     align_counts = runner.run_stage("align", align_cfg)
-    models.save_folder(models.local_dir(storage.join(transformer, "model")), cfg.out)
+    storage.save_folder(models.local_dir(storage.join(transformer, "model")), cfg.out)
     return {**vae_marker["counts"], "transformer_steps": align_counts["steps"], "clips": len(urls)}

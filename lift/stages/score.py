@@ -21,8 +21,17 @@ from omegaconf import DictConfig
 from lift.core import dist
 from lift.data import hra
 from lift.io import storage
-from lift.models.scoring import SCORES as SCORES  # this stage's merged output, OUT/scores.jsonl
-from lift.models.scoring import Item, Scorer, read_items, reward_from_labels, reward_from_probs, score_sharded
+from lift.models.scoring import (
+    SCORES as SCORES,  # this stage's merged output, OUT/scores.jsonl
+)
+from lift.models.scoring import (
+    Item,
+    Scorer,
+    read_items,
+    reward_from_labels,
+    reward_from_probs,
+    score_sharded,
+)
 
 log = logging.getLogger(__name__)
 

@@ -311,7 +311,7 @@ def write_tiny(out_url: str, seed: int = 0) -> None:
             counts[f"{name}_params"] = build(local, seed)
             counts[f"{name}_bytes"] = sum(os.path.getsize(os.path.join(d, f))
                                           for d, _, files in os.walk(local) for f in files)
-            models.save_folder(local, storage.join(out_url, name))
+            storage.save_folder(local, storage.join(out_url, name))
     storage.write_marker(out_url, "models", digest, counts, seed=seed)
     logs.event(log, "models tiny: done", out=out_url, **counts)
 
@@ -352,7 +352,7 @@ def write_toy(out_url: str, seed: int = 0, source: str = PRETRAINED) -> None:
         if storage.is_complete(url, digest):
             logs.event(log, f"models toy: {name} already complete, skipping", out=url, config_hash=digest)
             continue
-        models.save_folder(src, url)
+        storage.save_folder(src, url)
         storage.write_marker(url, "models-toy", digest, made.get("counts", {}), **made.get("marker", {}))
         logs.event(log, f"models toy: {name} done", out=url)
 
@@ -593,7 +593,7 @@ def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 6000, cap
     with tempfile.TemporaryDirectory(prefix="lift-pretrain-") as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        models.save_folder(tmp, out_url)
+        storage.save_folder(tmp, out_url)
     counts.update(seconds=round(time.time() - start, 1), cpu_seconds=round(time.process_time() - cpu, 1))
     storage.write_marker(out_url, "critic-pretrain", digest, counts, base=base_url, **args)
     logs.event(log, "pretrain critic: done", out=out_url, **counts)

@@ -30,7 +30,6 @@ import torch
 import torch.distributed as torch_dist
 from torch.utils.data import DataLoader, Dataset
 
-from lift import models
 from lift.config.schema import TrainerConfig
 from lift.core import dist, faults, logs
 from lift.io import storage
@@ -151,7 +150,7 @@ def fit(
     loader = make_loader(dataset, sampler, collate, cfg, runtime.device)
     # bf16 compute on GPU: FSDP2 casts through its MixedPrecisionPolicy; one process (or DDP) would otherwise train
     # in fp32 (no tensor-core bf16, ~10x slower matmuls on an H100), so it gets autocast instead.
-    autocast = (models.compute_dtype(runtime.device, cfg.mixed_precision) == torch.bfloat16
+    autocast = (dist.compute_dtype(runtime.device, cfg.mixed_precision) == torch.bfloat16
                 and not (runtime.distributed and cfg.fsdp))
     skipped, window, t0 = 0, [], time.time()
     bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")

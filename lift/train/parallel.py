@@ -9,9 +9,11 @@ import tempfile
 from typing import Callable
 
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+)
 
-from lift import models
 from lift.config.schema import TrainerConfig
 from lift.core import dist
 from lift.io import storage
@@ -30,7 +32,7 @@ def shard_model(model: torch.nn.Module, blocks: list[torch.nn.Module], runtime: 
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy()
-    if (dtype := models.compute_dtype(runtime.device, cfg.mixed_precision)) != torch.float32:
+    if (dtype := dist.compute_dtype(runtime.device, cfg.mixed_precision)) != torch.float32:
         mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     for block in blocks:
         fully_shard(block, mp_policy=mp)
@@ -50,7 +52,7 @@ def export(model: torch.nn.Module, url: str, stage: str, build: Callable[[dict[s
 
     Every rank gathers the full weights; on rank 0 `build(weights)` returns the objects to save (each with
     `save_pretrained`, e.g. the base model holding the weights and its processor) and the marker's counts. They are
-    written into one local folder, uploaded with `models.save_folder`, and sealed with a marker of `stage` carrying
+    written into one local folder, uploaded with `storage.save_folder`, and sealed with a marker of `stage` carrying
     `fields`.
     """
     weights = full_state_dict(model)
@@ -59,7 +61,7 @@ def export(model: torch.nn.Module, url: str, stage: str, build: Callable[[dict[s
         with tempfile.TemporaryDirectory(prefix=f"lift-{stage}-") as tmp:
             for part in parts:
                 part.save_pretrained(tmp)
-            models.save_folder(tmp, url)
+            storage.save_folder(tmp, url)
         storage.write_marker(url, stage, "", counts, **fields)
     dist.barrier()
     return url
