@@ -44,7 +44,8 @@ def measure(critic_url: str, items: list[scoring.Item], truth: list[dict], frame
     frames = [video.read_video(it.url, frames_n).permute(0, 3, 1, 2) for it in items]
     batches = [(items[i:i + batch_size], frames[i:i + batch_size]) for i in range(0, len(items), batch_size)]
     scorer.rate(*batches[0], "logits"), scorer.rate(*batches[0], "generate")  # warm-up, not timed
-    wall, cpu, rated = {"logits": 0.0, "generate": 0.0}, {"logits": 0.0, "generate": 0.0}, {"logits": [], "generate": []}
+    wall, cpu = {"logits": 0.0, "generate": 0.0}, {"logits": 0.0, "generate": 0.0}
+    rated = {"logits": [], "generate": []}
     for batch_items, batch_frames in batches:
         for mode in ("logits", "generate"):
             with Clock() as c:

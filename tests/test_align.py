@@ -97,7 +97,8 @@ def test_zero_reward_batch_leaves_transformer_untouched(zoo_dir):
     family = families.get("cogvideox")
     latents = torch.randn(2, 3, pipe.transformer.config.in_channels, 8, 8)
     embeds = family.encode_text(pipe, ["a red circle", "a blue square"], "cpu")
-    per_sample = family.loss(pipe, pipe.transformer, latents, embeds, [torch.Generator().manual_seed(i) for i in (1, 2)])
+    generators = [torch.Generator().manual_seed(i) for i in (1, 2)]
+    per_sample = family.loss(pipe, pipe.transformer, latents, embeds, generators)
     assert per_sample.shape == (2,) and torch.isfinite(per_sample).all() and (per_sample > 0).all()
     loss, _ = align.weighted_loss(per_sample, {"weight": torch.zeros(2), "reward": torch.zeros(2)})
     loss.backward()

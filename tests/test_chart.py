@@ -10,7 +10,8 @@ the real Helm v4 engine (helm-python-sdk), then:
 - each stage's config from the ConfigMap loaded by `lift.config.load` and each command parsed by lift's own CLI
   parser and torchrun's, so the chart never ships a config or command line that lift rejects;
 - the stage list, the stages' ordering (init containers waiting for `_SUCCESS` markers), the TorchX components and
-  the CLI checked against lift's stage registry (lift/stages/__init__.py) and its own default paths; security contexts and credentials checked; invalid values refused;
+  the CLI checked against lift's stage registry (lift/stages/__init__.py) and its own default paths; security
+  contexts and credentials checked; invalid values refused;
 - every pod template and manifest scanned with checkov (tests/checkov_scan.py holds the accepted findings).
 """
 
@@ -366,7 +367,8 @@ def test_data_stage_runs_import_with_release_urls():
 def test_process_layout_and_resources():
     jobs = render("multinode-gpu").jobs()
     critic = jobs["critic"]["spec"]
-    assert (critic["pytorchReplicaSpecs"]["Master"]["replicas"], critic["pytorchReplicaSpecs"]["Worker"]["replicas"]) == (1, 3)
+    replicas = critic["pytorchReplicaSpecs"]
+    assert (replicas["Master"]["replicas"], replicas["Worker"]["replicas"]) == (1, 3)
     assert critic["nprocPerNode"] == "8" and "elasticPolicy" not in critic
     assert critic["runPolicy"] == {"cleanPodPolicy": "All", "backoffLimit": 5, "ttlSecondsAfterFinished": 86400,
                                    "activeDeadlineSeconds": 172800, "suspend": True,
@@ -561,7 +563,8 @@ def test_storage_endpoint_and_secret_references():
     # Workload identity: no credentials at all, the ServiceAccount carries the annotation.
     gpu = render("multinode-gpu")
     (sa,) = gpu.kind("ServiceAccount")
-    assert sa["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": "lift@my-project.iam.gserviceaccount.com"}
+    gsa = "lift@my-project.iam.gserviceaccount.com"
+    assert sa["metadata"]["annotations"] == {"iam.gke.io/gcp-service-account": gsa}
     assert sa["automountServiceAccountToken"] is False
     assert "AWS_ACCESS_KEY_ID" not in gpu.text
 

@@ -191,7 +191,8 @@ def _check_volcano_job(job: dict, cmd: str, nodes: int, gpus: int, tail: list[st
         shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
         assert shm == {"name": "dshm", "emptyDir": {"medium": "Memory"}}
         assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-        # TorchX 0.7.0 renders an empty securityContext; StageRole.pre_proc hardens every pod (lift/launch/hardening.py).
+        # TorchX 0.7.0 renders an empty securityContext; StageRole.pre_proc hardens every pod
+        # (lift/launch/hardening.py).
         sc = container["securityContext"]
         assert sc["runAsNonRoot"] and sc["runAsUser"] == hardening.UID and sc["readOnlyRootFilesystem"]
         assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False

@@ -212,7 +212,8 @@ def test_rerun_redoes_only_missing_parts(tmp_path, monkeypatch):
                        "".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
     cfg = stages.load("evaluate", None, [
         f"run={tmp_path}", f"prompts={tmp_path}/prompts.jsonl", "base.name_or_path=clean", "aligned.name_or_path=noisy",
-        "critic=fake", "videos_per_prompt=2", "num_shards=2", "batch_size=1", "score_batch_size=2", "sampling.frames=16"])
+        "critic=fake", "videos_per_prompt=2", "num_shards=2", "batch_size=1", "score_batch_size=2",
+        "sampling.frames=16"])
     counts = evaluate.run(cfg)
     assert len(sampled) == 8 and len(_FakeScorer.rated) == 8 and counts["videos"] == 8
     # reward hacking as the report must show it: the critic prefers aligned, the oracle prefers base

@@ -115,7 +115,8 @@ def test_example_reasons_read_well():
     assert scene.prompt == "a red circle moves left on a black background"
     assert world.Scene("red", "circle", 2, "left", "black").prompt == "two red circles move left on a black background"
     words = world._words(world.Scene("green", "circle", 1, "left", "black"))
-    assert world.CATALOGUE["colour"].reason.format(**words, shown="green", asked="red") == "The circle is green, not red."
+    reason = world.CATALOGUE["colour"].reason.format(**words, shown="green", asked="red")
+    assert reason == "The circle is green, not red."
     assert world.CATALOGUE["jitter"].bad_reason.format(**words, amount="4") == \
         "The circle jitters by up to 4 pixels between frames."
     assert world.GOOD_REASONS["semantic"].format(**world._words(scene)) == "The red circle matches the prompt."

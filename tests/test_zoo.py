@@ -277,7 +277,8 @@ def test_the_script_that_makes_the_shipped_models_runs_in_a_few_steps(tmp_path):
 
     out = tmp_path / "pretrained"
     cmd = [sys.executable, "scripts/make-toy-pretrained.py", "--work", str(tmp_path / "work"), "--out", str(out),
-           "--clips", "8", "--critic-clips", "8", "--scene-steps", "2", "--caption-steps", "2", "--critic-steps", "2", "--vae-steps", "2",
+           "--clips", "8", "--critic-clips", "8", "--scene-steps", "2", "--caption-steps", "2", "--critic-steps", "2",
+           "--vae-steps", "2",
            "--transformer-steps", "2", "--workers", "0"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,5 @@
-"""A stage's TorchX `AppDef` (lift/launch/component.py) as a kubeflow.org/v1 PyTorchJob, built with the kubeflow-training models.
+"""A stage's TorchX `AppDef` (lift/launch/component.py) as a kubeflow.org/v1 PyTorchJob, built with the
+kubeflow-training models.
 
 Nothing about the stage is restated here: the image, the `lift ...` command, nodes x processes, resources, env,
 volumes and retries are all read off the AppDef's single role, and the torchrun flags are parsed back with
