@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
 
@@ -28,7 +29,7 @@ from lift import config, stages
 from lift.config import schema
 from lift.core import dist, logs
 from lift.io import storage
-from lift.launch import submit
+from lift.launch import plan, submit
 from lift.stages import STAGES, runner
 
 log = logging.getLogger("lift")
@@ -116,11 +117,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--config", metavar="FILE_OR_URL", help="YAML config to merge")
     show.add_argument("overrides", nargs="*", metavar="key=value", help="overrides to merge")
 
+    mem = sub.add_parser("plan", help="per-rank GPU memory of a training stage, computed from the real model",
+                         description=plan.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mem.add_argument("stage", choices=plan.PLANNED, metavar="STAGE", help=", ".join(plan.PLANNED))
+    mem.add_argument("--config", metavar="FILE_OR_URL", help="the stage's YAML config (e.g. configs/cluster/...)")
+    mem.add_argument("--world", type=int, default=8, help="ranks (GPUs) of the job (default: 8)")
+    mem.add_argument("--gpu-memory", type=_gib, default="80GB", metavar="SIZE",
+                     help="memory of one GPU: 80GB (10^9 bytes) or 80GiB (default: 80GB)")
+    mem.add_argument("overrides", nargs="*", metavar="key=value", help="overrides to merge")
+
     submit.add_parsers(sub)
     return parser
 
 
-def _dispatch(args) -> None:
+def _gib(text: str) -> float:
+    """A GPU memory size in GiB from 80GB, 80GiB or 80 (GiB)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(GB|GiB|G)?\s*", text, re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size like 80GB or 80GiB")
+    value, unit = float(m.group(1)), (m.group(2) or "GiB").lower()
+    return value * 1e9 / 2 ** 30 if unit == "gb" else value
+
+
+def _dispatch(args) -> int | None:
+    """Carry out a parsed command; an exit code other than 0 is returned (`lift plan` of a job that does not fit)."""
     if args.command == "config":
         cfg = stages.load(args.stage, args.config, args.overrides) if args.config or args.overrides else None
         sys.stdout.write(config.show(stages.schema_of(args.stage), cfg))
@@ -148,6 +168,11 @@ def _dispatch(args) -> None:
         done = pipeline.run(cfg, force=args.force)
         logs.event(log, "pipeline: finished", run=cfg.run, stages=",".join(done))
         print(f"report: {storage.join(cfg.run, 'report', 'index.html')}")
+    elif args.command == "plan":
+        result = plan.plan(args.stage, stages.load(args.stage, args.config, args.overrides), args.world,
+                           args.gpu_memory)
+        sys.stdout.write(result.render())
+        return 0 if result.fits else 1
     elif args.command == "report":
         from lift.report import report
 
@@ -172,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup()
     args = build_parser().parse_args(argv)
     try:
-        _dispatch(args)
+        code = _dispatch(args) or 0
     except config.ConfigError as e:
         print(f"lift: config error: {logs.redact(str(e))}", file=sys.stderr)
         return 2
@@ -185,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         dist.shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

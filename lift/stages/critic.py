@@ -26,7 +26,7 @@ from lift.train import loop, parallel
 log = logging.getLogger(__name__)
 
 
-def _adapt(model, cfg: DictConfig):
+def adapt(model, cfg: DictConfig):
     """Freeze the vision tower and projector (LiFT's recipe), then add LoRA to the language model, or not."""
     if cfg.model.freeze_vision:
         for name, p in model.named_parameters():
@@ -44,7 +44,7 @@ def _adapt(model, cfg: DictConfig):
     return get_peft_model(model, lora)
 
 
-def _blocks(model) -> list[torch.nn.Module]:
+def blocks(model) -> list[torch.nn.Module]:
     """The transformer blocks to shard one by one: the classes the model itself declares unsplittable."""
     names = set(getattr(model, "_no_split_modules", None) or
                 getattr(getattr(model, "base_model", None), "model", model)._no_split_modules or [])
@@ -57,7 +57,7 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
     def build(weights):
         base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
         if cfg.lora.enabled:
-            base = _adapt(base, cfg)
+            base = adapt(base, cfg)
             base.load_state_dict(weights)
             base = base.merge_and_unload()
         else:
@@ -83,11 +83,11 @@ def run(cfg: DictConfig) -> dict:
     model, processor = models.load_critic(cfg.model.name_or_path, device=runtime.device,
                                           trust_remote_code=cfg.model.trust_remote_code)
     torch.manual_seed(cfg.trainer.seed)  # adapters are initialised randomly: same seed, same run
-    model = _adapt(model, cfg)
+    model = adapt(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logs.event(log, "critic model", base=cfg.model.name_or_path, trainable=trainable, examples=len(examples),
                answer_format=cfg.model.answer_format, lora=cfg.lora.enabled)
-    model = parallel.shard_model(model, _blocks(model), runtime, cfg.trainer)
+    model = parallel.shard_model(model, blocks(model), runtime, cfg.trainer)
 
     def loss_fn(m, batch, step):
         inputs = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
