@@ -16,6 +16,7 @@ step's position in the data is a function of the step number alone.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import logging
@@ -23,11 +24,13 @@ import math
 import resource
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.distributed as torch_dist
+from torch.distributed.fsdp import FSDPModule
 from torch.utils.data import DataLoader, Dataset
 
 from lift.config.schema import TrainerConfig
@@ -97,6 +100,20 @@ def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
     torch_dist.all_reduce(t)
     return {k: v / torch_dist.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+@contextlib.contextmanager
+def _gradient_sync(model: torch.nn.Module, last: bool) -> Iterator[None]:
+    """Reduce gradients across ranks only on the last micro-batch of an accumulation window (FSDP2 keeps the
+    unsharded gradients of the others locally; DDP's `no_sync`), so accumulation costs one reduction per step."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(last)
+        yield
+    elif isinstance(model, torch.nn.parallel.DistributedDataParallel) and not last:
+        with model.no_sync():
+            yield
+    else:
+        yield
 
 
 def worker_init(_worker_id: int) -> None:
@@ -169,11 +186,12 @@ def fit(
             # Dropout and noise draw from a generator that is a function of (seed, step, rank): a resumed run
             # draws exactly what the uninterrupted run drew, with no RNG state to checkpoint.
             torch.manual_seed(cfg.seed * 1_000_003 + state.step * 1_009 + runtime.rank)
-            for batch in group:
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                    loss, extra = loss_fn(model, batch, state.step)
-                nonfinite |= not bool(torch.isfinite(loss.detach()))
-                (loss / cfg.grad_accum).backward()
+            for i, batch in enumerate(group):
+                with _gradient_sync(model, i == len(group) - 1):
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                        loss, extra = loss_fn(model, batch, state.step)
+                    nonfinite |= not bool(torch.isfinite(loss.detach()))
+                    (loss / cfg.grad_accum).backward()
                 loss_sum += float(loss.detach()) / cfg.grad_accum
                 for k, v in extra.items():
                     metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum
