@@ -1,7 +1,7 @@
 """The hardened pod every Kubernetes path of lift uses, defined once: `lift submit` (lift/launch/pytorchjob.py)
 builds its pods with it and the TorchX components (lift/launch/component.py) apply it to the Volcano job TorchX
-renders. The Helm chart
-states the same in values.yaml (`podSecurityContext`, `securityContext`, `home`), checked by tests/test_image.py.
+renders. The Helm chart states the same in values.yaml (`podSecurityContext`, `securityContext`, `home`), checked
+by tests/test_image.py.
 
 - the image's non-root user, by number (Kubernetes can only verify runAsNonRoot for a numeric user);
 - no privilege escalation, every capability dropped, seccomp RuntimeDefault;
