@@ -197,3 +197,41 @@ def test_grad_accum_with_odd_batch_count_terminates(tmp_path):
     for steps in (range(20), range(20, 25)):  # each epoch sees distinct examples, 8 per step
         ids = [i for s, b in seen if s in steps for i in b]
         assert len(ids) == len(set(ids)) == 8 * len(steps)
+
+
+
+# LiFT's data sizes for the shipped cluster recipes: 40k scored rollouts + 20k real clips (align); 3 examples per
+# annotated video of the ~9k-video train split (critic).
+CLUSTER_DATA = {"align": 60_000, "critic": 27_000}
+
+
+def _cluster_trainers():
+    from lift import stages
+
+    for path in sorted((Path(__file__).parents[1] / "configs" / "cluster").glob("*.yaml")):
+        world = 32 if "4x8" in path.name else 8
+        if path.name.startswith("pipeline"):
+            pipeline = stages.load("pipeline", str(path), [])
+            yield from ((path.name, s, stages.section(pipeline, s).trainer, world) for s in CLUSTER_DATA)
+        else:
+            stage = path.name.split("-")[0]
+            yield path.name, stage, stages.load(stage, str(path), []).trainer, world
+
+
+@pytest.mark.parametrize("name,stage,trainer,world", list(_cluster_trainers()), ids=lambda x: str(x)[:40])
+def test_cluster_trainer_settings_make_sense_for_their_data(name, stage, trainer, world):
+    examples = CLUSTER_DATA[stage]
+    assert trainer.batch_size * world * trainer.grad_accum <= examples
+    per_epoch = sampler.GlobalBatchSampler(examples, trainer.batch_size, 0, world, 0,
+                                           grad_accum=trainer.grad_accum).steps_per_epoch
+    steps = optim.total_steps(trainer, per_epoch)
+    assert trainer.max_steps == 0 and steps == trainer.epochs * per_epoch > 100, (name, stage, steps)
+    assert optim.check_settings(trainer, steps) == [], (name, stage, steps)
+
+
+def test_check_settings_names_a_warmup_that_does_not_fit_the_run():
+    assert optim.check_settings(TrainerConfig(warmup_steps=200, max_steps=100), 100) == [
+        "trainer warmup (200 steps) is not shorter than the run (100 steps): the learning rate never reaches "
+        "trainer.lr"]
+    assert "more than half" in optim.check_settings(TrainerConfig(warmup_ratio=0.6), 100)[0]
+    assert optim.check_settings(TrainerConfig(warmup_steps=20), 400) == []

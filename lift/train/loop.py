@@ -37,7 +37,7 @@ from lift.config.schema import TrainerConfig
 from lift.core import dist, faults, logs
 from lift.io import storage
 from lift.train.checkpoint import Checkpointer, TrainState
-from lift.train.optim import build_optimizer, build_scheduler, total_steps
+from lift.train.optim import build_optimizer, build_scheduler, check_settings, total_steps
 from lift.train.sampler import GlobalBatchSampler
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,8 @@ def fit(
     sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed,
                                  cfg.grad_accum)
     steps = total_steps(cfg, sampler.steps_per_epoch)
+    for warning in check_settings(cfg, steps):
+        log.warning("%s", warning)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg, runtime.device)
     state = TrainState(model, optimizer, build_scheduler(optimizer, cfg, steps),

@@ -18,6 +18,18 @@ def total_steps(cfg: TrainerConfig, steps_per_epoch: int) -> int:
     return cfg.max_steps if cfg.max_steps > 0 else max(1, cfg.epochs * steps_per_epoch)
 
 
+def check_settings(cfg: TrainerConfig, steps: int) -> list[str]:
+    """What in a trainer's settings makes no sense for a run of `steps` optimizer steps (logged as warnings when
+    training starts): a warmup that never ends or takes most of the run."""
+    warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(cfg.warmup_ratio * steps)
+    if warmup >= steps:
+        return [f"trainer warmup ({warmup} steps) is not shorter than the run ({steps} steps): the learning rate "
+                "never reaches trainer.lr"]
+    if warmup > steps // 2:
+        return [f"trainer warmup ({warmup} steps) takes more than half of the run ({steps} steps)"]
+    return []
+
+
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device):
     return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                              fused=device.type == "cuda")
