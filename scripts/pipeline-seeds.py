@@ -7,10 +7,10 @@
 Seed s sets every seed of the run (toy data, critic and alignment training, rollouts; evaluation seeds 1000 + s);
 everything else is the embedded default, or what follows `--`. Each run is an ordinary `lift pipeline` (finished
 stages are skipped on a rerun). The summary pools the paired (prompt, seed) comparisons of all runs: mean critic
-reward and oracle score of base and aligned, their gains with 95% confidence intervals (Student t) and the win
-rate, per run and pooled (`lift.stages.evaluate.summarize`), with each run's wall time (seconds for a run already
-complete), and each run's critic accuracy next to the majority class; printed as Markdown and written to
-RUNS/summary.md.
+reward and oracle score of base and aligned, their gains with 95% confidence intervals (cluster-robust over the
+(run, prompt) clusters, `lift.core.stats`) and the win rate, per run and pooled (`lift.stages.evaluate.summarize`),
+with each run's wall time (seconds for a run already complete), and each run's critic accuracy next to the majority
+class; printed as Markdown and written to RUNS/summary.md.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""`lift evaluate`: statistics (Student-t intervals, win rate with ties), the toy oracle's checks, a tiny run with the
-zoo models (same seeds for both models), and resumption that redoes only the missing parts."""
+"""`lift evaluate`: statistics (win rate with ties; the intervals are tests/test_stats.py's), the toy oracle's
+checks, a tiny run with the zoo models (same seeds for both models), and resumption that redoes only the missing
+parts."""
 
 from __future__ import annotations
 
@@ -39,21 +40,6 @@ def _tiny_cfg(run: str, zoo_dir: str, *extra: str):
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-
-
-def test_t_quantile_and_mean_ci():
-    for df, expected in ((1, 12.7062), (2, 4.3027), (10, 2.2281), (30, 2.0423), (1000, 1.9623)):
-        assert evaluate.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-4)
-    assert evaluate.t_quantile(0.025, 5) == pytest.approx(-evaluate.t_quantile(0.975, 5))
-    ci = evaluate.mean_ci([1, 2, 3, 4, 5])
-    half = 2.7764 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5)
-    assert ci["mean"] == 3 and ci["n"] == 5 and ci["std"] == pytest.approx(1.581139, abs=1e-6)
-    assert (ci["low"], ci["high"]) == (pytest.approx(3 - half, abs=1e-4), pytest.approx(3 + half, abs=1e-4))
-    assert evaluate.mean_ci([0.7, 0.7, 0.7]) == {"mean": 0.7, "low": 0.7, "high": 0.7, "std": 0.0, "n": 3}
-    assert evaluate.mean_ci([0.4]) == {"mean": 0.4, "low": None, "high": None, "std": None, "n": 1}
-    assert evaluate.mean_ci([])["mean"] is None
-    with pytest.raises(ValueError):
-        evaluate.t_quantile(1.0, 3)
 
 
 def _video(model: str, pid: str, index: int, reward: float, oracle: float | None = None) -> dict:

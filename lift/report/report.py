@@ -370,7 +370,8 @@ def _rewards(rep: _Report, results: dict | None) -> Section:
     models, cmp = results["models"], results["comparison"]
     sec.body.append(f"<p>{results['prompts']} held-out prompts × {results['videos_per_prompt']} seeds; both models "
                     "sample each prompt-seed pair with the same seed. Reward = expected s(label) under the critic's "
-                    "label probabilities, mean over dimensions (LiFT's r). Intervals are 95% Student-t.</p>")
+                    "label probabilities, mean over dimensions (LiFT's r). Intervals are 95%, cluster-robust over "
+                    "prompts (a prompt's seeds are not independent).</p>")
     sec.body.append(_img(rep.png("reward_hist.png", _reward_histogram(results)), "reward histograms"))
     rows = [[f'<span class="swatch" style="background:{COLOURS[m]}"></span>{m}', str(models[m]["videos"]),
              _ci(models[m]["reward"]), _esc(results[m]["name_or_path"])] for m in ("base", "aligned")]

@@ -24,7 +24,6 @@ for scoring; committed parts are skipped on a rerun, so a crashed run finishes o
 from __future__ import annotations
 
 import logging
-import math
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 from omegaconf import DictConfig
 
 from lift.core import dist, logs
+from lift.core.stats import mean_ci
 from lift.data import hra, prompts
 from lift.io import jsonl, sharded, storage, video
 from lift.models import sampling
@@ -63,68 +63,18 @@ JITTER_PX, FLICKER, NOISE_LEVELS, CAST_LEVELS, SHARPNESS_RATIO = 0.5, 0.05, 2.0,
 # ------------------------------------------------------------------------------------------------- statistics
 
 
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) by Lentz's continued fraction (Numerical Recipes, betacf)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 300):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-14:
-            break
-    return front * f
+def _prompts(videos: Sequence[dict]) -> list[str]:
+    """The cluster of each video: its prompt (the seeds of one prompt share its difficulty)."""
+    return [v["prompt_id"] for v in videos]
 
 
-def t_quantile(q: float, df: int) -> float:
-    """The q-quantile of Student's t with `df` degrees of freedom (bisection on its CDF; no scipy needed)."""
-    if not 0.0 < q < 1.0 or df < 1:
-        raise ValueError(f"need 0 < q < 1 and df >= 1, got q={q}, df={df}")
-    if q < 0.5:
-        return -t_quantile(1.0 - q, df)
-
-    def cdf(t: float) -> float:
-        return 1.0 - 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < q:
-        lo, hi = hi, hi * 2.0
-    for _ in range(100):
-        mid = (lo + hi) / 2.0
-        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
-    return (lo + hi) / 2.0
-
-
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> dict:
-    """Mean with its two-sided Student-t confidence interval: {mean, low, high, std, n}.
-
-    std is the sample standard deviation; with fewer than two values the interval (and std) is None, and an
-    empty input gives a None mean.
-    """
-    x = np.asarray([float(v) for v in values], dtype=np.float64)
-    n = int(x.size)
-    if n == 0:
-        return {"mean": None, "low": None, "high": None, "std": None, "n": 0}
-    mean = float(x.mean())
-    if n < 2:
-        return {"mean": round(mean, 6), "low": None, "high": None, "std": None, "n": n}
-    std = float(x.std(ddof=1))
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
-    return {"mean": round(mean, 6), "low": round(mean - half, 6), "high": round(mean + half, 6),
-            "std": round(std, 6), "n": n}
+def _paired(pairs: Sequence[tuple[dict, dict]], value) -> dict:
+    """Mean of value(base, aligned) over pairs with its cluster-robust 95% interval (clusters: prompts), and the
+    Student-t interval that takes the pairs as independent beside it, for comparison."""
+    values = [value(b, a) for b, a in pairs]
+    plain = mean_ci(values)
+    return {**mean_ci(values, clusters=_prompts([a for _, a in pairs])),
+            "unclustered": {"low": plain["low"], "high": plain["high"]}}
 
 
 def win_score(aligned: float, base: float, tie_margin: float) -> float:
@@ -174,20 +124,22 @@ def oracle(frames: np.ndarray, prompt: str) -> dict | None:
 
 
 def _model_summary(videos: list[dict]) -> dict:
-    rewards = [v["reward"] for v in videos if v.get("reward") is not None]
+    rated = [v for v in videos if v.get("reward") is not None]
     labels = {d: {l: sum(v["labels"].get(d) == l for v in videos) for l in hra.LABELS} for d in hra.DIMENSIONS}
     fractions = {d: {l: round(c / max(len(videos), 1), 6) for l, c in labels[d].items()} for d in hra.DIMENSIONS}
     probs = {d: {l: round(float(np.mean([v["probs"][d][l] for v in videos if v.get("probs")] or [0.0])), 6)
                  for l in hra.LABELS} for d in hra.DIMENSIONS}
     toy_videos = [v for v in videos if v.get("oracle")]
-    out = {"videos": len(videos), "reward": mean_ci(rewards), "labels": labels, "label_fractions": fractions,
+    out = {"videos": len(videos), "reward": mean_ci([v["reward"] for v in rated], clusters=_prompts(rated)),
+           "labels": labels, "label_fractions": fractions,
            "label_probs": probs, "oracle": None}
     if toy_videos:
         checks = {c: round(sum(v["oracle"]["checks"][c] for v in toy_videos) / len(toy_videos), 6)
                   for c in ORACLE_CHECKS}
         dims = {d: round(float(np.mean([checks[c] for c, (dim, _) in ORACLE_CHECKS.items() if dim == d])), 6)
                 for d in hra.DIMENSIONS}
-        out["oracle"] = {"videos": len(toy_videos), "score": mean_ci(v["oracle"]["score"] for v in toy_videos),
+        out["oracle"] = {"videos": len(toy_videos), "score": mean_ci([v["oracle"]["score"] for v in toy_videos],
+                                                                     clusters=_prompts(toy_videos)),
                          "checks": checks, "dimensions": dims}
     return out
 
@@ -195,7 +147,10 @@ def _model_summary(videos: list[dict]) -> dict:
 def summarize(videos: Sequence[dict], tie_margin: float = 1e-4) -> dict:
     """Per model: reward mean with 95% CI, label counts/fractions/mean probabilities per dimension, oracle pass
     rates; and the paired comparison over (prompt id, index) pairs both models have: win rate of aligned over
-    base (ties count half), reward gain and oracle gain (aligned - base), each with its 95% CI."""
+    base (ties count half), reward gain and oracle gain (aligned - base), each with its 95% CI.
+
+    Every interval is cluster-robust over prompts (`lift.core.stats.mean_ci`); the paired figures also carry the
+    `unclustered` Student-t interval, which is too narrow when a prompt's seeds share its difficulty."""
     by_model = {m: [v for v in videos if v["model"] == m] for m in MODELS}
     models = {m: _model_summary(vs) for m, vs in by_model.items()}
     base = {(v["prompt_id"], v["index"]): v for v in by_model["base"]}
@@ -206,12 +161,13 @@ def summarize(videos: Sequence[dict], tie_margin: float = 1e-4) -> dict:
     judged = [(b, a) for b, a in pairs if b.get("oracle") and a.get("oracle")]
     comparison = {
         "pairs": len(pairs),
-        "win_rate": mean_ci(wins),
+        "prompts": len({a["prompt_id"] for _, a in pairs}),
+        "win_rate": _paired(scored, lambda b, a: win_score(a["reward"], b["reward"], tie_margin)),
         "wins": sum(w == 1.0 for w in wins), "ties": sum(w == 0.5 for w in wins), "losses": sum(w == 0.0 for w in wins),
-        "reward_gain": mean_ci(a["reward"] - b["reward"] for b, a in scored),
+        "reward_gain": _paired(scored, lambda b, a: a["reward"] - b["reward"]),
         "oracle_pairs": len(judged),
-        "oracle_gain": mean_ci(a["oracle"]["score"] - b["oracle"]["score"] for b, a in judged),
-        "oracle_win_rate": mean_ci(win_score(a["oracle"]["score"], b["oracle"]["score"], 0.0) for b, a in judged),
+        "oracle_gain": _paired(judged, lambda b, a: a["oracle"]["score"] - b["oracle"]["score"]),
+        "oracle_win_rate": _paired(judged, lambda b, a: win_score(a["oracle"]["score"], b["oracle"]["score"], 0.0)),
         "tie_margin": tie_margin,
     }
     return {"models": models, "comparison": comparison}
