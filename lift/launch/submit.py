@@ -1,15 +1,19 @@
-"""`lift submit`, `lift status`, `lift logs`: run a stage as a kubeflow.org/v1 PyTorchJob and follow it.
+"""`lift submit`, `lift status`, `lift logs`: run a stage as a kubeflow.org/v1 PyTorchJob (or, with `--api trainjob`,
+a Kubeflow Trainer v2 TrainJob) and follow it.
 
     lift submit align -j 4x8 --gpu 8 --cpu 64 --memMB 480000 --image REGISTRY/lift:0.1.0 \\
         --secret lift-s3 --endpoint https://minio.example:9000 -- run=s3://bucket/run
     lift submit align ... --dry-run > align.yaml          # the YAML instead, for review or `kubectl create -f`
+    lift submit align --api trainjob --queue team-a ... -- run=s3://bucket/run   # a TrainJob, admitted by Kueue
     lift status lift-align-3f9c1a
     lift logs lift-align-3f9c1a --follow
 
 The job is the stage's TorchX AppDef (lift.launch.stage_app, the builder every components/*.py calls) converted by
-lift.pytorchjob, so the launch options are the components' own, spelled as in `torchx run` (-j, -h, --cpu, --gpu,
---memMB, --image, --config, --env, --max_retries, ...). The cluster is the current kube context (or --context) and
-its namespace (or --namespace); everything goes through the kubeflow-training SDK's TrainingClient.
+lift/launch/stagejob.py and rendered by lift/launch/pytorchjob.py or lift/launch/trainjob.py, so the launch options
+are the components' own, spelled as in `torchx run` (-j, -h, --cpu, --gpu, --memMB, --image, --config, --env,
+--max_retries, ...). The cluster is the current kube context (or --context) and its namespace (or --namespace);
+PyTorchJobs go through the kubeflow-training SDK's TrainingClient, TrainJobs through the kubernetes client's
+CustomObjectsApi (`status` and `logs` follow PyTorchJobs).
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from torchx.util.types import decode, decode_optional
 
 from lift import stages
 from lift.core import logs
-from lift.launch import component, pytorchjob
+from lift.launch import component, pytorchjob, stagejob, trainjob
 
 log = logging.getLogger("lift.submit")
 COMMANDS = ("submit", "status", "logs")
+APIS = ("pytorchjob", "trainjob")
 
 
 class ClusterError(ValueError):
@@ -73,9 +78,9 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 def add_parsers(sub) -> None:
     """Register `submit`, `status` and `logs` on the `lift` subcommand parser."""
     p = sub.add_parser(
-        "submit", help="run a stage on Kubernetes as a kubeflow.org/v1 PyTorchJob (or print it with --dry-run)",
-        description="Build a stage's PyTorchJob from its TorchX component and create it through the "
-                    "kubeflow-training SDK in the current kube context. `lift submit STAGE --help` lists the options.",
+        "submit", help="run a stage on Kubernetes as a PyTorchJob or TrainJob (or print it with --dry-run)",
+        description="Build a stage's PyTorchJob (or TrainJob, --api trainjob) from its TorchX component "
+                    "and create it in the current kube context. `lift submit STAGE --help` lists the options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  lift submit align -j 4x8 --gpu 8 --image REGISTRY/lift:0.1.0 --secret lift-s3 "
                "-- run=s3://bucket/run\n  lift submit data --dry-run -- toy s3://bucket/run/data",
@@ -84,17 +89,30 @@ def add_parsers(sub) -> None:
     for stage in component.COMMANDS:
         s = stages.add_parser(
             stage, add_help=False, help=f"submit `lift {stage}`",
-            description=f"Submit `lift {stage}` as a PyTorchJob. -h is TorchX's named resource, as in `torchx run`; "
+            description=f"Submit `lift {stage}` as a PyTorchJob or TrainJob. -h is TorchX's named resource, as in `torchx run`; "
                         "--help shows this text.",
         )
         s.add_argument("--help", action="help", help="show this help message and exit")
         s.add_argument("overrides", nargs="*", metavar="key=value" if stage != "data" else "ARG",
                        help="config overrides, after --" if stage != "data" else
                        "arguments of `lift data`, after --: toy OUT_URL [key=value ...]")
-        job = s.add_argument_group("PyTorchJob options")
-        job.add_argument("--dry-run", action="store_true", help="print the PyTorchJob as YAML instead of creating it")
-        job.add_argument("--secret", help="existing Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY "
-                                          "(optional: AWS_SESSION_TOKEN, HF_TOKEN), read through secretKeyRef")
+        job = s.add_argument_group("Kubernetes job options")
+        job.add_argument("--api", choices=APIS, default="pytorchjob",
+                         help="pytorchjob: kubeflow.org/v1 PyTorchJob (training operator v1); trainjob: "
+                              "trainer.kubeflow.org/v1alpha1 TrainJob (Kubeflow Trainer v2) (default: pytorchjob)")
+        job.add_argument("--dry-run", action="store_true", help="print the job as YAML instead of creating it")
+        job.add_argument("--secret", help="existing Secret with the object-storage credentials: with --credentials "
+                                          f"file, a key `credentials` (an AWS credentials file) mounted at "
+                                          f"{stagejob.CREDENTIALS_DIR} (optional key HF_TOKEN); with env, keys "
+                                          "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (optional: AWS_SESSION_TOKEN, "
+                                          "HF_TOKEN) read through secretKeyRef")
+        job.add_argument("--credentials", choices=stagejob.CREDENTIALS, default="file",
+                         help="how --secret reaches the pods: mounted as files (default) or as env variables")
+        job.add_argument("--queue", help="Kueue LocalQueue: labels the job kueue.x-k8s.io/queue-name and creates it "
+                                         "suspended for Kueue to admit")
+        job.add_argument("--workload-priority", help="Kueue WorkloadPriorityClass (kueue.x-k8s.io/priority-class)")
+        job.add_argument("--runtime", default=trainjob.RUNTIME,
+                         help=f"--api trainjob: the ClusterTrainingRuntime to run on (default: {trainjob.RUNTIME})")
         job.add_argument("--service-account", help="pod service account (bind it to cloud IAM for workload identity)")
         job.add_argument("--shm-size", help="size limit of /dev/shm, e.g. 16Gi (default: bounded by the memory limit)")
         job.add_argument("--priority-class", help="PriorityClass of the pods")
@@ -133,13 +151,22 @@ def build_job(args: argparse.Namespace, namespace: str):
                     options["config"])
     options["name"] = options["name"] or f"lift-{args.stage}-{secrets.token_hex(3)}"
     app = component.stage_app(args.stage, *args.overrides, **options)
-    job = pytorchjob.from_app(
-        app, namespace=namespace, secret=args.secret, service_account=args.service_account, shm_size=args.shm_size,
-        priority_class=args.priority_class, ttl_seconds_after_finished=args.ttl,
-    )
-    errors = pytorchjob.webhook_errors(pytorchjob.to_dict(job))
+    stage = stagejob.from_app(app, namespace=namespace, secret=args.secret, credentials=args.credentials,
+                              shm_size=args.shm_size, queue=args.queue, workload_priority=args.workload_priority)
+    if args.api == "trainjob":
+        if args.priority_class or args.ttl:
+            raise ValueError("--priority-class and --ttl are PyTorchJob options: a TrainJob takes priority from "
+                             "--workload-priority (Kueue) and its lifetime from the runtime")
+        job = trainjob.render(stage, runtime=args.runtime, service_account=args.service_account)
+        errors = trainjob.admission_errors(job)
+        operator = "Kubeflow Trainer"
+    else:
+        job = pytorchjob.render(stage, service_account=args.service_account, priority_class=args.priority_class,
+                                ttl_seconds_after_finished=args.ttl)
+        errors = pytorchjob.webhook_errors(pytorchjob.to_dict(job))
+        operator = "the training operator"
     if errors:
-        raise ValueError("the training operator would refuse this job: " + "; ".join(errors))
+        raise ValueError(f"{operator} would refuse this job: " + "; ".join(errors))
     return job
 
 
@@ -171,6 +198,18 @@ def _client(args: argparse.Namespace, namespace: str):
         raise ClusterError(f"no usable kube config ({e}); set --kubeconfig/--context or KUBECONFIG") from None
 
 
+def _create_trainjob(client, job: dict, namespace: str) -> None:
+    """POST the TrainJob with the kube config the TrainingClient loaded (its CustomObjectsApi), wrapping API errors
+    like the SDK does, so `_sdk` reports them the same way."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        client.custom_api.create_namespaced_custom_object(trainjob.GROUP, trainjob.VERSION, namespace,
+                                                          trainjob.PLURAL, job)
+    except ApiException as e:
+        raise RuntimeError(f"failed to create TrainJob {namespace}/{job['metadata']['name']}") from e
+
+
 def _sdk(what: str, fn, *a, **kw):
     """Call the SDK, turning its RuntimeError/TimeoutError wrapping into one clear line."""
     try:
@@ -190,11 +229,15 @@ def submit(args: argparse.Namespace) -> None:
     namespace = _namespace(args)
     job = build_job(args, namespace)
     if args.dry_run:
-        sys.stdout.write(pytorchjob.to_yaml(job))
+        sys.stdout.write(trainjob.to_yaml(job) if args.api == "trainjob" else pytorchjob.to_yaml(job))
         return
     client = _client(args, namespace)
-    name = job.metadata.name
-    _sdk(f"creating PyTorchJob {namespace}/{name}", client.create_job, job=job, namespace=namespace)
+    if args.api == "trainjob":
+        name = job["metadata"]["name"]
+        _sdk(f"creating TrainJob {namespace}/{name}", _create_trainjob, client, job, namespace)
+    else:
+        name = job.metadata.name
+        _sdk(f"creating PyTorchJob {namespace}/{name}", client.create_job, job=job, namespace=namespace)
     logs.event(log, "submitted", job=name, namespace=namespace, follow=f"lift logs {name} -n {namespace} -f")
     print(name)
 
