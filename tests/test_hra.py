@@ -65,7 +65,7 @@ BAD_LINES = {
     "wrong type": (json.dumps(record(1, prompt=5)), r"'prompt' must be a non-empty string, got number 5"),
     "wrong type labels": (json.dumps(record(1, labels=["Good"])), r"'labels' must be an object of dimension -> label"),
     "wrong type reason": (json.dumps(record(1, reasons={"motion": None})),
-                          r"'reasons.motion' must be a string, got null"),
+                          r"'reasons.motion' must be a non-empty string, got null"),
     "bad split": (json.dumps(record(1, split="dev")), r"bad split 'dev' \(splits: train, test\)"),
     "unsafe video path": (json.dumps(record(1, video="../elsewhere/v1.mp4")), r"'video' must be a relative path"),
     "duplicate id": (json.dumps(record(0, video="videos/v1.mp4")), r"duplicate id 'v0' \(first on line 1\)"),

@@ -33,7 +33,15 @@ BAD = {
     "not UTF-8": (b'{"id": "\xff"}', None, "not valid UTF-8"),
     "not an object": ("[1, 2]", (), "a line must be a JSON object, got array"),
     "a string": ('"text"', ("id",), "a line must be a JSON object, got string"),
-    "missing keys": ('{"id": 1}', ("id", "video", "prompt"), "missing field(s) video, prompt"),
+    "missing keys": ('{"id": "1"}', ("id", "video", "prompt"), "missing field(s) video, prompt"),
+    "empty text": ('{"id": "a", "prompt": ""}', ("id", "prompt"),
+                   "'prompt' must be a non-empty string, got string \"\""),
+    "blank text": ('{"id": "a", "prompt": " "}', ("id", "prompt"),
+                   "'prompt' must be a non-empty string, got string \" \""),
+    "null text": ('{"id": "a", "prompt": null}', ("id", "prompt"), "'prompt' must be a non-empty string, got null"),
+    "number id": ('{"id": 7, "prompt": ["x"]}', ("id", "prompt"),
+                  "'id' must be a non-empty string, got number 7; "
+                  "'prompt' must be a non-empty string, got array [\"x\"]"),
 }
 
 
@@ -41,7 +49,7 @@ BAD = {
 def test_a_bad_line_is_named_by_url_and_line(tmp_path, case):
     bad, keys, reason = BAD[case]
     raw = bad if isinstance(bad, bytes) else bad.encode()
-    url = _file(tmp_path, b'{"id": 0, "video": "v", "prompt": "p"}\n\n' + raw + b"\n{}\n")
+    url = _file(tmp_path, b'{"id": "0", "video": "v", "prompt": "p"}\n\n' + raw + b"\n{}\n")
     with pytest.raises(jsonl.JsonlError) as e:
         list(jsonl.read(url, keys))
     assert str(e.value) == f"{url}:3: {reason}"
@@ -51,11 +59,26 @@ def test_a_bad_line_is_named_by_url_and_line(tmp_path, case):
 
 
 def test_lines_reports_every_bad_line_and_keeps_the_good_ones(tmp_path):
-    url = _file(tmp_path, '{"id": 1}\n{"id": \n7\n{"id": 4}\n')
+    url = _file(tmp_path, '{"id": "1"}\n{"id": \n7\n{"id": "4"}\n')
     got = list(jsonl.lines(url, keys=("id",)))
     assert [type(x).__name__ for x in got] == ["Line", "JsonlError", "JsonlError", "Line"]
     assert [x.line for x in got if isinstance(x, jsonl.JsonlError)] == [2, 3]
-    assert [x.value["id"] for x in got if isinstance(x, jsonl.Line)] == [1, 4]
+    assert [x.value["id"] for x in got if isinstance(x, jsonl.Line)] == ["1", "4"]
+
+
+@pytest.mark.parametrize("document, found", [
+    ('[\n  {"id": "a"},\n  {"id": "b"}\n]\n', "a JSON array of 2 entries"),
+    ('{\n  "data": [],\n  "version": 2\n}\n', "a JSON object with keys data, version"),
+])
+def test_one_json_document_over_several_lines_is_reported_once_with_its_shape(tmp_path, document, found):
+    url = _file(tmp_path, document)
+    got = list(jsonl.lines(url, keys=("id",)))
+    assert len(got) == 1 and isinstance(got[0], jsonl.JsonlError), got
+    assert str(got[0]) == (f"{url}:1: expected JSON Lines (a JSON object per line), found one JSON document over "
+                           f"several lines: {found}")
+    # a JSON Lines file with one bad line is still reported line by line
+    url = _file(tmp_path, '{"id": "a"}\n{"id": \n{"id": "c"}\n', "lines.jsonl")
+    assert [type(x).__name__ for x in jsonl.lines(url, keys=("id",))] == ["Line", "JsonlError", "Line"]
 
 
 def test_lines_reads_the_given_content_instead_of_the_url():

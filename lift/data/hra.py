@@ -123,9 +123,7 @@ def check_record(obj) -> list[str]:
     problems = [f"missing field '{k}'" for k in REQUIRED if k not in obj]
     problems += [f"unknown field '{k}' (fields: {', '.join(REQUIRED + OPTIONAL)})" for k in obj
                  if k not in REQUIRED + OPTIONAL]
-    for key in ("id", "video", "prompt"):
-        if key in obj and not (isinstance(obj[key], str) and obj[key].strip()):
-            problems.append(f"'{key}' must be a non-empty string, got {json_type(obj[key])} {obj[key]!r}")
+    problems += [p for key in ("id", "video", "prompt") if key in obj and (p := jsonl.text_problem(key, obj[key]))]
     if isinstance(obj.get("video"), str) and unsafe_path(obj["video"]):
         problems.append(f"'video' must be a relative path inside the manifest's folder, got {obj['video']!r}")
     problems += _check_by_dimension(obj, "labels", required=True)
@@ -152,8 +150,8 @@ def _check_by_dimension(obj: dict, key: str, required: bool) -> list[str]:
             continue
         if key == "labels" and v not in LABELS:
             problems.append(f"unknown label {v!r} for '{dim}' (labels: {', '.join(LABELS)})")
-        if key == "reasons" and not isinstance(v, str):
-            problems.append(f"'reasons.{dim}' must be a string, got {json_type(v)}")
+        if key == "reasons" and (problem := jsonl.text_problem(f"reasons.{dim}", v)):
+            problems.append(problem)
     return problems
 
 

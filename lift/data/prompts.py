@@ -31,11 +31,10 @@ def _prompt(url: str, line: jsonl.Line | jsonl.JsonlError) -> dict:
     if isinstance(line, jsonl.JsonlError):
         raise jsonl.JsonlError(url, line.line, f"not a {{\"id\", \"prompt\"}} JSON line ({line.reason})", line.text)
     n, obj, text = line
-    prompt = {"id": str(obj["id"]), "prompt": str(obj["prompt"])}
-    if not prompt["id"].strip() or "/" in prompt["id"] or storage.unsafe_path(prompt["id"]):
+    prompt = {"id": obj["id"], "prompt": obj["prompt"]}  # non-empty strings, as `jsonl.lines` checked
+    if "/" in prompt["id"] or storage.unsafe_path(prompt["id"]):
         # an id names the prompt's video files, which may not land outside the output folder
-        raise jsonl.JsonlError(url, n, f"prompt id {prompt['id']!r} cannot name a file (empty, '/', '\\' or '..')",
-                               text)
+        raise jsonl.JsonlError(url, n, f"prompt id {prompt['id']!r} cannot name a file ('/', '\\' or '..')", text)
     return prompt
 
 

@@ -142,6 +142,9 @@ def _read_entries(url: str) -> tuple[list[tuple[dict, str, object]], list[Proble
         except json.JSONDecodeError as e:
             raise ValueError(f"{url}: line {e.lineno}: invalid JSON: {e.msg}") from None
         return [({"entry": i}, json.dumps(obj, ensure_ascii=False), obj) for i, obj in enumerate(data)], []
+    shape = jsonl.shape_problem(content, "a JSON list of entries or JSON Lines (one entry object per line)")
+    if shape:
+        raise ValueError(f"{url}: {shape}")
     entries, problems = [], []
     for line in jsonl.lines(url, keys=None, data=content):  # _parse_entry checks each decoded value
         if isinstance(line, jsonl.JsonlError):
