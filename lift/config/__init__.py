@@ -11,12 +11,14 @@ import ast
 import difflib
 import hashlib
 import inspect
+import itertools
 import json
+import math
 import typing
 from dataclasses import fields, is_dataclass
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lift.io import storage
@@ -89,7 +91,7 @@ def load(schema: type, config_url: str | None = None, overrides: list[str] | Non
 
     Interpolations are resolved here so that a reference to a missing key fails before any work starts.
     """
-    cfg = OmegaConf.structured(schema)
+    cfg, text = OmegaConf.structured(schema), None
     if config_url:
         text = storage.read_text(config_url)
         try:
@@ -115,8 +117,58 @@ def load(schema: type, config_url: str | None = None, overrides: list[str] | Non
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:
         raise _explain(e, schema, config_url or "config", None) from None
+    bad = next(itertools.chain(_out_of_range(schema, cfg), _bad_urls(cfg)), None)
+    if bad:
+        key, problem = bad
+        raise ConfigError(f"{_source(key, config_url, text, overrides or [])}: bad value for '{key}': {problem}")
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _source(key: str, config_url: str | None, text: str | None, overrides: list[str]) -> str:
+    """Where a key's value was set: the command line, a line of the config file, or the defaults."""
+    key = key.split("[")[0]  # an element of a list is set with its list
+    if any(item.partition("=")[0].strip() in (key, key.rpartition(".")[0]) for item in overrides):
+        return "command line"
+    line = _yaml_line(text, key) if text is not None else None
+    return f"{config_url}, line {line}" if line else config_url or "defaults"
+
+
+def _out_of_range(schema: type, node: DictConfig, prefix: str = ""):
+    """(key, problem) of every numeric value outside the range its field declares (`schema.Range`); lists and
+    mappings of numbers are checked value by value."""
+    for f in fields(schema):
+        key, sub = f"{prefix}{f.name}", _nested_type(schema, f)
+        if sub is not None:
+            yield from _out_of_range(sub, node[f.name], key + ".")
+            continue
+        bounds = f.metadata.get("range")
+        value = node[f.name]
+        if bounds is None or value is None:
+            continue
+        if isinstance(value, DictConfig):
+            items = [(f".{name}", v) for name, v in value.items()]
+        else:
+            items = [(f"[{i}]", v) for i, v in enumerate(value)] if isinstance(value, ListConfig) else [("", value)]
+        for suffix, v in items:
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v in bounds):
+                yield key + suffix, f"{v!r} is out of range: expected {bounds}"
+
+
+def _bad_urls(cfg: DictConfig):
+    """(key, problem) of every URL value whose scheme cannot be read or written here (`storage.scheme_problem`);
+    a comma-separated list (the release's video parts) is checked URL by URL."""
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from leaves(value, f"{prefix}{key}.")
+            elif isinstance(value, str):
+                yield f"{prefix}{key}", value
+
+    for key, value in leaves(OmegaConf.to_container(cfg, resolve=True)):
+        for url in (u.strip() for u in value.split(",") if "://" in u):
+            if problem := storage.scheme_problem(url):
+                yield key, f"{url}: {problem}"
 
 
 def section(cfg: DictConfig, key: str, schema: type) -> DictConfig:

@@ -11,33 +11,70 @@ from typing import Dict, List, Literal, Optional
 DEFAULT_RUN = "./runs/default"
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key accepts (each value, for a list or a mapping of numbers), declared beside the field
+    as `field(..., metadata=NAME)` with one of the constants below; `lift.config.load` checks every key, naming it."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    meaning: str = ""
+
+    def __contains__(self, value) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            bound = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            bound = f"within {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        return f"{bound} ({self.meaning})" if self.meaning else bound
+
+
+def _range(*args, **kwargs) -> dict:
+    return {"range": Range(*args, **kwargs)}
+
+
+AT_LEAST_0 = _range(0, meaning="a count, size or weight: not negative")
+AT_LEAST_1 = _range(1, meaning="at least one")
+POSITIVE = _range(0, low_open=True, meaning="positive")
+FRACTION = _range(0, 1, meaning="a fraction")
+BELOW_1 = _range(0, 1, high_open=True, meaning="a probability or decay rate")
+TOY_FRAMES = _range(4, meaning="motion needs frames")
+TOY_SIZE = _range(16, meaning="pixels; the toy world draws shapes of 4+ px")
+
+
 @dataclass
 class TrainerConfig:
     """Optimisation and checkpointing, shared by every training stage."""
 
-    lr: float = 1e-5
+    lr: float = field(default=1e-5, metadata=POSITIVE)
     """Peak learning rate of AdamW."""
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999], metadata=BELOW_1)
     """AdamW (beta1, beta2)."""
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata=AT_LEAST_0)
     """AdamW decoupled weight decay."""
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = field(default=0.0, metadata=FRACTION)
     """Fraction of the total steps spent in linear warmup (used when warmup_steps is 0)."""
-    warmup_steps: int = 0
+    warmup_steps: int = field(default=0, metadata=AT_LEAST_0)
     """Linear warmup steps; overrides warmup_ratio when > 0."""
     schedule: Literal["cosine", "cosine_with_restarts", "constant"] = "cosine"
     """Learning-rate schedule after warmup."""
-    num_cycles: int = 1
+    num_cycles: int = field(default=1, metadata=AT_LEAST_1)
     """Cosine cycles for cosine_with_restarts."""
-    epochs: int = 1
+    epochs: int = field(default=1, metadata=AT_LEAST_1)
     """Passes over the training set (ignored when max_steps > 0)."""
-    max_steps: int = 0
+    max_steps: int = field(default=0, metadata=AT_LEAST_0)
     """Optimizer steps to run; 0 means derive from epochs."""
-    batch_size: int = 1
+    batch_size: int = field(default=1, metadata=AT_LEAST_1)
     """Examples per rank per micro-batch."""
-    grad_accum: int = 1
+    grad_accum: int = field(default=1, metadata=AT_LEAST_1)
     """Micro-batches per optimizer step (global batch = batch_size x grad_accum x world size)."""
-    grad_clip: float = 1.0
+    grad_clip: float = field(default=1.0, metadata=AT_LEAST_0)
     """Max global gradient norm; 0 disables clipping."""
     mixed_precision: Literal["bf16", "fp32"] = "bf16"
     """Parameter/compute dtype on GPU (reductions stay fp32); CPU runs always use fp32."""
@@ -45,17 +82,17 @@ class TrainerConfig:
     """Recompute each block's activations in backward to save memory."""
     fsdp: bool = True
     """Shard parameters, gradients and optimizer state with FSDP2 when world size > 1."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = field(default=500, metadata=AT_LEAST_0)
     """Save a DCP checkpoint every N optimizer steps (0: only at the end)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = field(default=2, metadata=AT_LEAST_1)
     """Complete checkpoints to keep; older ones are deleted after a newer one is committed."""
     async_checkpoint: bool = True
     """Upload checkpoints in the background during the next step (committed at its end); false: block until saved."""
-    log_every: int = 10
+    log_every: int = field(default=10, metadata=AT_LEAST_1)
     """Log scalars every N optimizer steps."""
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=AT_LEAST_0)
     """DataLoader worker processes per rank."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=AT_LEAST_0)
     """Seed for initialisation, data order and noise."""
     on_nonfinite: Literal["skip", "stop"] = "stop"
     """A NaN/inf loss: skip the step and count it, or stop naming the step and batch."""
@@ -65,21 +102,22 @@ class TrainerConfig:
 class ToyConfig:
     """The synthetic toy world: coloured shapes moving over backgrounds, with controlled defects."""
 
-    num_clips: int = 1000
+    num_clips: int = field(default=1000, metadata=AT_LEAST_0)
     """Rated clips in the HRA-style manifest."""
-    frames: int = 16
+    frames: int = field(default=16, metadata=TOY_FRAMES)
     """Frames per clip."""
-    size: int = 32
+    size: int = field(default=32, metadata=TOY_SIZE)
     """Clip height and width in pixels."""
-    fps: int = 8
+    fps: int = field(default=8, metadata=AT_LEAST_1)
     """Frames per second written into the mp4 files."""
-    num_prompts: int = 16
+    num_prompts: int = field(default=16, metadata=AT_LEAST_0)
     """Prompts written to prompts.jsonl for rollouts."""
-    num_eval_prompts: int = 16
+    num_eval_prompts: int = field(default=16, metadata=AT_LEAST_0)
     """Held-out prompts written to eval_prompts.jsonl for `lift evaluate`: scenes that no rollout prompt shows."""
-    num_real: int = 128
+    num_real: int = field(default=128, metadata=AT_LEAST_0)
     """Clean clips with captions written to real/ (the D_real set of LiFT's objective)."""
-    label_mix: Dict[str, float] = field(default_factory=lambda: {"Good": 0.35, "Normal": 0.15, "Bad": 0.5})
+    label_mix: Dict[str, float] = field(default_factory=lambda: {"Good": 0.35, "Normal": 0.15, "Bad": 0.5},
+                                        metadata=AT_LEAST_0)
     """Relative weights of the labels drawn per clip and dimension (LiFT-HRA: ~35% Good, 15% Normal, 50% Bad)."""
 
 
@@ -87,9 +125,9 @@ class ToyConfig:
 class SplitConfig:
     """Deterministic train/test split by video."""
 
-    test_fraction: float = 0.1
+    test_fraction: float = field(default=0.1, metadata=FRACTION)
     """Fraction of videos placed in the test split."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=AT_LEAST_0)
     """Salt of the hash that assigns a video to a split."""
 
 
@@ -113,7 +151,7 @@ class DataConfig:
     """Output folder: manifest.jsonl, videos/, prompts.jsonl, eval_prompts.jsonl, real/."""
     source: Literal["toy", "import"] = "toy"
     """Where the ratings come from: the built-in toy world, or an imported LiFT-HRA release."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=AT_LEAST_0)
     """Seed of the toy world."""
     on_error: Literal["stop", "skip"] = "stop"
     """Bad records: stop with the full list, or skip them into rejected.jsonl beside the output."""
@@ -129,11 +167,11 @@ class LoraConfig:
     enabled: bool = False
     """Train LoRA adapters (LiFT's recipe for its 13B/40B critics); false trains the whole model (the toy default:
     the 1M-parameter tiny critic is fine-tuned fully)."""
-    r: int = 128
+    r: int = field(default=128, metadata=AT_LEAST_1)
     """Adapter rank."""
-    alpha: int = 256
+    alpha: int = field(default=256, metadata=AT_LEAST_1)
     """Adapter scaling numerator (scale = alpha / r)."""
-    dropout: float = 0.05
+    dropout: float = field(default=0.05, metadata=BELOW_1)
     """Dropout on the adapter input."""
     target_modules: List[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -148,10 +186,10 @@ class CriticModelConfig:
     name_or_path: str = "${run}/models/critic-toy"
     """Hub id, local folder or object-storage URL (e.g. Qwen/Qwen2.5-VL-7B-Instruct); the default is the tiny
     critic pretrained on toy clips that `lift models toy` writes."""
-    frames: int = 4
+    frames: int = field(default=4, metadata=AT_LEAST_1)
     """Frames sampled uniformly per video (LiFT: 8; the toy default 4 of a 16-frame clip puts frames 5 apart in
     each 2-frame temporal patch, so motion shows inside one patch, where a tiny vision tower sees it)."""
-    sample_fps: float = 2.0
+    sample_fps: float = field(default=2.0, metadata=POSITIVE)
     """Rate the sampled frames are shown at (frames / clip seconds: 4 of a 2 s toy clip -> 2); Qwen2.5-VL places
     video tokens in time by it."""
     answer_format: Literal["label_first", "reason_first"] = "reason_first"
@@ -203,12 +241,12 @@ class CriticEvalConfig:
     """Manifest split to evaluate."""
     mode: Literal["logits", "generate"] = "logits"
     """How labels are read: argmax of label probabilities, or parsed from greedy answers."""
-    max_new_tokens: int = 96
+    max_new_tokens: int = field(default=96, metadata=AT_LEAST_1)
     """Longest generated answer in generate mode, and the longest reason a reason-first critic may give before its
     label is read in logits mode (a reason cut short misleads the label read after it)."""
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=AT_LEAST_1)
     """Videos per forward pass per rank."""
-    num_shards: int = 0
+    num_shards: int = field(default=0, metadata=AT_LEAST_0)
     """Part files of the output; 0 means one per rank."""
 
 
@@ -228,18 +266,18 @@ class T2VModelConfig:
 class SamplingConfig:
     """How videos are sampled from a text-to-video pipeline."""
 
-    steps: int = 20
+    steps: int = field(default=20, metadata=AT_LEAST_1)
     """Denoising steps (CogVideoX-2B's published default: 50)."""
-    guidance: float = 1.0
+    guidance: float = field(default=1.0, metadata=AT_LEAST_0)
     """Classifier-free guidance scale; 1 samples unguided, the toy default for rollouts and evaluation alike
     (docs/RESULTS.md says why). CogVideoX-2B's published default: 6."""
-    height: int = 32
+    height: int = field(default=32, metadata=AT_LEAST_1)
     """Frame height in pixels (CogVideoX-2B: 480)."""
-    width: int = 32
+    width: int = field(default=32, metadata=AT_LEAST_1)
     """Frame width in pixels (CogVideoX-2B: 720)."""
-    frames: int = 16
+    frames: int = field(default=16, metadata=AT_LEAST_1)
     """Frames per video (CogVideoX-2B: 49)."""
-    fps: int = 8
+    fps: int = field(default=8, metadata=AT_LEAST_1)
     """Frames per second of the written mp4."""
     vae_tiling: bool = True
     """Decode latents in tiles (GPU memory)."""
@@ -258,13 +296,13 @@ class GenerateConfig:
     """Prompt file (.txt, one per line, or .jsonl with 'id' and 'prompt')."""
     out: str = "${run}/rollouts"
     """Output folder: videos/, metadata parts, _SUCCESS."""
-    videos_per_prompt: int = 8
+    videos_per_prompt: int = field(default=8, metadata=AT_LEAST_1)
     """Videos per prompt; video k of prompt p uses a seed derived from (seed, p, k)."""
-    seed: int = 0
+    seed: int = field(default=0, metadata=AT_LEAST_0)
     """Base seed of the derived per-video seeds."""
-    batch_size: int = 4
+    batch_size: int = field(default=4, metadata=AT_LEAST_1)
     """Videos per pipeline call."""
-    num_shards: int = 0
+    num_shards: int = field(default=0, metadata=AT_LEAST_0)
     """Part files of the output; 0 means one per rank."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -285,18 +323,19 @@ class ScoreConfig:
     """Output folder: score part files (JSONL), _SUCCESS."""
     mode: Literal["logits", "generate"] = "logits"
     """logits: label probabilities from one forward; generate: greedy answers with reasons."""
-    label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
+    label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05},
+                                           metadata=AT_LEAST_0)
     """s(label) of LiFT's reward r = mean over dimensions of s(label)."""
     dimension_weights: Dict[str, float] = field(
-        default_factory=lambda: {"semantic": 1.0, "motion": 1.0, "fidelity": 1.0}
+        default_factory=lambda: {"semantic": 1.0, "motion": 1.0, "fidelity": 1.0}, metadata=AT_LEAST_0
     )
     """Weight of each dimension in the reward's mean."""
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=AT_LEAST_1)
     """Videos per forward pass per rank."""
-    max_new_tokens: int = 96
+    max_new_tokens: int = field(default=96, metadata=AT_LEAST_1)
     """Longest generated answer in generate mode, and the longest reason a reason-first critic may give before its
     label is read in logits mode (a reason cut short misleads the label read after it)."""
-    num_shards: int = 0
+    num_shards: int = field(default=0, metadata=AT_LEAST_0)
     """Part files of the output; 0 means one per rank."""
 
 
@@ -306,7 +345,7 @@ class ObjectiveConfig:
 
     reward_weighting: bool = True
     """Weight each synthetic video's loss by its reward; false is plain fine-tuning."""
-    lambda_real: float = 1.0
+    lambda_real: float = field(default=1.0, metadata=AT_LEAST_0)
     """Weight of the real-data term (0 disables it; the paper shows that hurts temporal consistency)."""
     rejection_sampling: bool = False
     """Keep only videos rated Good on every dimension, unweighted (the paper's variant)."""
@@ -329,13 +368,13 @@ class AlignConfig:
     """Real video-caption set (D_real); null disables the real-data term."""
     out: str = "${run}/align"
     """Output folder: model/ (diffusers layout), checkpoints/, latent cache."""
-    height: int = 32
+    height: int = field(default=32, metadata=AT_LEAST_1)
     """Training resolution, pixels (LiFT: 480)."""
-    width: int = 32
+    width: int = field(default=32, metadata=AT_LEAST_1)
     """Training resolution, pixels (LiFT: 720)."""
-    frames: int = 16
+    frames: int = field(default=16, metadata=AT_LEAST_1)
     """Frames per training clip (LiFT: 49)."""
-    caption_dropout: float = 0.0
+    caption_dropout: float = field(default=0.0, metadata=BELOW_1)
     """Probability of training an example on the empty prompt instead of its caption (finetrainers'
     caption_dropout_p): classifier-free guidance needs an unconditional prediction. Released models have one;
     the toy base is trained with 0.1."""
@@ -363,25 +402,26 @@ class EvaluateConfig:
     """Held-out prompts (the toy world writes scenes no rollout prompt shows)."""
     out: str = "${run}/eval"
     """Output folder: results.json and the generated videos."""
-    videos_per_prompt: int = 8
+    videos_per_prompt: int = field(default=8, metadata=AT_LEAST_1)
     """Videos per prompt and model; both models share the seeds."""
-    seed: int = 1000
+    seed: int = field(default=1000, metadata=AT_LEAST_0)
     """Base seed of the derived per-video seeds (apart from the rollouts' seeds)."""
-    batch_size: int = 4
+    batch_size: int = field(default=4, metadata=AT_LEAST_1)
     """Videos per pipeline call."""
-    score_batch_size: int = 8
+    score_batch_size: int = field(default=8, metadata=AT_LEAST_1)
     """Videos per critic forward pass per rank."""
-    max_new_tokens: int = 96
+    max_new_tokens: int = field(default=96, metadata=AT_LEAST_1)
     """Longest reason a reason-first critic may say before its label is read."""
-    label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05})
+    label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05},
+                                           metadata=AT_LEAST_0)
     """s(label) of LiFT's reward r = mean over dimensions of s(label) (expected under the critic's probabilities)."""
     dimension_weights: Dict[str, float] = field(
-        default_factory=lambda: {"semantic": 1.0, "motion": 1.0, "fidelity": 1.0}
+        default_factory=lambda: {"semantic": 1.0, "motion": 1.0, "fidelity": 1.0}, metadata=AT_LEAST_0
     )
     """Weight of each dimension in the reward's mean."""
-    tie_margin: float = 1e-4
+    tie_margin: float = field(default=1e-4, metadata=AT_LEAST_0)
     """Reward differences up to this count as a tie (half a win) in the win rate."""
-    num_shards: int = 0
+    num_shards: int = field(default=0, metadata=AT_LEAST_0)
     """Part files of the output; 0 means one per rank."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
@@ -404,13 +444,13 @@ class BaseConfig:
     """Checkpoints and intermediate models."""
     out: str = "${run}/base"
     """The base pipeline, diffusers layout."""
-    frames: int = 16
+    frames: int = field(default=16, metadata=AT_LEAST_1)
     """Frames per training clip (CogVideoX's VAE takes 8k or 8k+1)."""
-    size: int = 32
+    size: int = field(default=32, metadata=AT_LEAST_1)
     """Clip height and width in pixels."""
-    kl_weight: float = 1e-6
+    kl_weight: float = field(default=1e-6, metadata=AT_LEAST_0)
     """Weight of the VAE's KL term next to reconstruction MSE."""
-    caption_dropout: float = 0.1
+    caption_dropout: float = field(default=0.1, metadata=BELOW_1)
     """The transformer's `align.caption_dropout`: guided sampling (guidance > 1) needs an unconditional model."""
     # The shipped toy base's recipe (docs/RESULTS.md).
     vae: TrainerConfig = field(default_factory=lambda: TrainerConfig(

@@ -174,8 +174,27 @@ def protocol_of(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
 
 
+SCHEMES = "s3:// (AWS or any S3-compatible store), gs:// (Google Cloud Storage), memory://, file:// or a plain path"
+
+
+def scheme_problem(url: str) -> str | None:
+    """Why `url`'s scheme cannot be read or written here (unknown to fsspec, or its package is not installed), or
+    None; the reason lists the schemes lift is tested with."""
+    protocol = protocol_of(url)
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        return f"unsupported URL scheme '{protocol}://'; the schemes that work: {SCHEMES}"
+    except ImportError as e:
+        return f"URL scheme '{protocol}://' needs a package that is not installed ({e}); the schemes that work: " \
+               f"{SCHEMES}"
+    return None
+
+
 def filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path inside it) for a URL or plain path."""
+    """(filesystem, path inside it) for a URL or plain path; an unsupported scheme is a ValueError naming the URL."""
+    if problem := scheme_problem(url):
+        raise ValueError(f"{url}: {problem}")
     return fsspec.core.url_to_fs(url, **storage_options(protocol_of(url)))
 
 
