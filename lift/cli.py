@@ -9,6 +9,7 @@ config helpers.
     lift STAGE [--config FILE_OR_URL] [--force] [key=value ...]   # each stage of lift/stages/__init__.py
     lift pipeline [RUN_URL] [--config FILE_OR_URL] [--force] [key=value ...]
     lift report RUN_URL
+    lift serve [--config FILE_OR_URL] [key=value ...]                # the critic over HTTP (lift/serve/)
     lift wait URL [URL ...]
     lift config show STAGE [--config FILE_OR_URL] [key=value ...]
     lift submit STAGE [launch options] [--dry-run] [-- key=value ...]   # a PyTorchJob (lift/launch/submit.py)
@@ -99,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--force", action="store_true", help="rerun every stage")
     pipe.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of `lift config show pipeline`")
 
+    serve = sub.add_parser("serve", help="the trained critic behind HTTP: POST /v1/score, micro-batched",
+                           description="Serve the critic over HTTP (docs/SERVING.md). Keys: lift/config/schema.py "
+                                       "ServeConfig, e.g. critic=s3://b/run/critic/model allow=[s3://b/run/] "
+                                       "token_file=/var/run/secrets/lift/token.")
+    serve.add_argument("--config", metavar="FILE_OR_URL", help="YAML serve config")
+    serve.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. port=8000")
+
     report = sub.add_parser("report", help="write the HTML report of a run", description="Write RUN_URL/report/.")
     report.add_argument("run_url", metavar="RUN_URL")
 
@@ -173,6 +181,10 @@ def _dispatch(args) -> int | None:
                            args.gpu_memory)
         sys.stdout.write(result.render())
         return 0 if result.fits else 1
+    elif args.command == "serve":
+        from lift.serve import app
+
+        app.main(config.load(schema.ServeConfig, args.config, args.overrides))
     elif args.command == "report":
         from lift.report import report
 

@@ -321,8 +321,12 @@ class ScoreConfig:
     """Run Python code shipped inside the critic's folder (transformers auto_map); off unless the model needs it."""
     out: str = "${run}/scores"
     """Output folder: score part files (JSONL), _SUCCESS."""
-    mode: Literal["logits", "generate"] = "logits"
-    """logits: label probabilities from one forward; generate: greedy answers with reasons."""
+    mode: Literal["logits", "generate", "remote"] = "logits"
+    """logits: label probabilities from one forward; generate: greedy answers with reasons; remote: ask the
+    `lift serve` at `url` (its own mode, critic and reward settings apply; the keys below are unused)."""
+    url: Optional[str] = None
+    """`lift serve` base URL for mode=remote (e.g. http://lift-serve:8000); the bearer token comes from
+    LIFT_SERVE_TOKEN or the file LIFT_SERVE_TOKEN_FILE names."""
     label_scores: Dict[str, float] = field(default_factory=lambda: {"Good": 0.9, "Normal": 0.2, "Bad": 0.05},
                                            metadata=AT_LEAST_0)
     """s(label) of LiFT's reward r = mean over dimensions of s(label)."""
@@ -459,3 +463,52 @@ class BaseConfig:
     transformer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
         lr=5e-4, max_steps=10000, batch_size=8, warmup_steps=50, betas=[0.9, 0.95], weight_decay=1e-4,
         checkpoint_every=400, activation_checkpointing=False, num_workers=1, log_every=50))
+
+
+@dataclass
+class ServeConfig:
+    """`lift serve`: the trained critic behind HTTP (POST /v1/score), micro-batched across clients."""
+
+    run: str = DEFAULT_RUN
+    """Run folder URL; the default critic hangs off it."""
+    critic: str = "${run}/critic/model"
+    """The trained critic (transformers layout); its URL is the `critic` of every record, as in `lift score`."""
+    trust_remote_code: bool = False
+    """Run Python code shipped inside the critic's folder (transformers auto_map); off unless the model needs it."""
+    mode: Literal["logits", "generate"] = "logits"
+    """How labels are read, as `lift score`'s mode."""
+    max_new_tokens: int = ScoreConfig.max_new_tokens
+    """As `lift score`'s max_new_tokens."""
+    label_scores: Dict[str, float] = field(default_factory=lambda: ScoreConfig().label_scores)
+    """s(label) of the reward, as `lift score`'s label_scores."""
+    dimension_weights: Dict[str, float] = field(default_factory=lambda: ScoreConfig().dimension_weights)
+    """Weight of each dimension in the reward, as `lift score`'s dimension_weights."""
+    host: str = "127.0.0.1"
+    """Address to listen on (the chart sets 0.0.0.0 inside the pod)."""
+    port: int = 8000
+    """TCP port."""
+    batch_size: int = 8
+    """Most videos per critic forward; a batch runs as soon as it is full."""
+    max_wait_ms: float = 5.0
+    """How long the first video of a batch waits for others to join before the batch runs anyway."""
+    max_queue: int = 256
+    """Most videos waiting for the critic; a request that would overflow it gets 429 with Retry-After."""
+    max_items: int = 64
+    """Most videos in one request."""
+    max_body_bytes: int = 32 << 20
+    """Largest request body (inline videos are base64 in it); larger gets 413."""
+    max_video_bytes: int = 16 << 20
+    """Largest video, inline or fetched from a URL; larger gets 413."""
+    allow: List[str] = field(default_factory=list)
+    """URL prefixes the server may read videos from (e.g. s3://bucket/runs/); anything else is refused with 400,
+    so a client cannot make the server fetch internal addresses. Empty: inline videos only."""
+    token_file: Optional[str] = None
+    """File holding the bearer token (a mounted Kubernetes Secret); else the LIFT_SERVE_TOKEN environment variable."""
+    anonymous: bool = False
+    """Serve without a token; refused at start-up unless set, so a forgotten Secret never opens the API."""
+    cache_url: Optional[str] = None
+    """Object-storage folder of the result cache, kept across restarts; null keeps results in memory only."""
+    cache_entries: int = 100000
+    """Results kept in memory (least recently used dropped first)."""
+    decode_threads: int = 4
+    """Threads fetching and decoding videos ahead of the critic."""

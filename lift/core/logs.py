@@ -16,7 +16,7 @@ import time
 from tqdm import tqdm
 
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "GOOGLE_APPLICATION_CREDENTIALS_JSON",
-              "HF_TOKEN", "AZURE_STORAGE_KEY")
+              "HF_TOKEN", "AZURE_STORAGE_KEY", "LIFT_SERVE_TOKEN")
 
 
 def _secrets() -> list[str]:
