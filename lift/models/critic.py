@@ -64,13 +64,48 @@ def messages(prompt: str, dimension: str, answer: str | None = None) -> list[dic
     return turn
 
 
-def label_token_ids(tokenizer, answer_format: str) -> list[int]:
-    """First token of each label where the answer's label is read (answer start, or after the verdict marker)."""
-    prefix = "" if answer_format == "label_first" else " "
-    ids = [tokenizer.encode(prefix + label, add_special_tokens=False)[0] for label in hra.LABELS]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"the critic's tokenizer does not tell the labels apart by their first token: {ids}")
-    return ids
+def label_text(label: str, answer_format: str) -> str:
+    """How an answer states `label` where its label is read: at the answer's start, or after the verdict marker."""
+    return label if answer_format == "label_first" else " " + label
+
+
+def verdict_step(tokenizer, tokens: list[int]) -> int | None:
+    """How many of an answer's `tokens` run to the end of its first verdict marker, or None when there is none:
+    the decoding step that states a reason-first answer's label. Matched on the decoded text, so it holds however
+    the marker was split ("Verdict:" after a space, a newline or a quote)."""
+    for j, piece in enumerate(tokenizer.convert_ids_to_tokens(tokens)):
+        if ":" in piece and tokenizer.decode(tokens[:j + 1], skip_special_tokens=True).endswith(VERDICT):
+            return j + 1
+    return None
+
+
+@dataclass
+class LabelTokens:
+    """The labels as token continuations of one text: each continues the text's first `keep` tokens with its own
+    tokens. `keep` is shorter than the text when a label merges with the text's end (" Good" after a trailing
+    space), so every label's probability is read from the same prefix."""
+
+    keep: int
+    text_length: int
+    continuations: list[list[int]]
+
+    @property
+    def first_token_rule(self) -> bool:
+        """P(label) is one next-token probability: each label is one token and none merges with the text's end."""
+        firsts = [c[0] for c in self.continuations]
+        return (self.keep == self.text_length and all(len(c) == 1 for c in self.continuations)
+                and len(set(firsts)) == len(firsts))
+
+
+def label_tokens(tokenizer, text: str, answer_format: str, labels: tuple[str, ...] = hra.LABELS) -> LabelTokens:
+    """Each label's tokens after `text` (a prompt ending where the answer's label is read), as the tokenizer splits
+    the text with the label appended."""
+    base = tokenizer.encode(text, add_special_tokens=False)
+    full = [tokenizer.encode(text + label_text(label, answer_format), add_special_tokens=False) for label in labels]
+    keep = min(next((i for i, (a, b) in enumerate(zip(base, f)) if a != b), min(len(base), len(f))) for f in full)
+    if any(len(f) == keep for f in full):
+        raise ValueError(f"a label adds no token after {text[-40:]!r}: {labels}")
+    return LabelTokens(keep, len(base), [f[keep:] for f in full])
 
 
 @dataclass
@@ -108,12 +143,16 @@ def encode(processor, texts: list[str], videos: list[torch.Tensor], fps: float) 
 
 
 def answer_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Loss targets of right-padded chat batches: the last assistant turn and its end token; -100 elsewhere."""
+    """Loss targets of right-padded chat batches: the last assistant turn and its end token; -100 elsewhere.
+
+    The turn starts at the first token reaching past its "assistant\n" header; a token the tokenizer merges across
+    the header's end (an answer starting with a newline: "\n\n") is a target, as the model must produce it."""
     start_id, end_id = tokenizer.convert_tokens_to_ids("<|im_start|>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
-    header = len(tokenizer.encode("assistant\n", add_special_tokens=False))
+    header = len("assistant\n")
     labels = torch.full_like(input_ids, -100)
     for row, ids in enumerate(input_ids.tolist()):
-        start = max(i for i, t in enumerate(ids) if t == start_id) + 1 + header
+        turn = max(i for i, t in enumerate(ids) if t == start_id) + 1
+        start = next(j for j in range(turn, len(ids)) if len(tokenizer.decode(ids[turn:j + 1])) > header)
         end = ids.index(end_id, start)
         labels[row, start:end + 1] = input_ids[row, start:end + 1]
     return labels

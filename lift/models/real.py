@@ -9,6 +9,7 @@ at real heads, head dim, patch size, latent channels, text length and positional
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from importlib import resources
 
@@ -53,8 +54,9 @@ def transformer(name: str, layers: int | None = None, device: str | torch.device
 
 
 def critic(name: str, layers: int | None = None, vision_layers: int | None = None,
-           device: str | torch.device = "meta"):
-    """A real Qwen-VL critic model; `layers` and `vision_layers` cut the language and vision towers' depth."""
+           device: str | torch.device = "meta", dtype: torch.dtype | None = None):
+    """A real Qwen-VL critic model; `layers` and `vision_layers` cut the language and vision towers' depth; `dtype`
+    builds it in that dtype (default float32)."""
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     if name not in CRITICS:
@@ -75,7 +77,7 @@ def critic(name: str, layers: int | None = None, vision_layers: int | None = Non
             # Qwen2.5-VL: window attention in all blocks but these; keep the last block a full-attention one
             vision.fullatt_block_indexes = [vision_layers - 1]
     with torch.device(device):
-        return AutoModelForImageTextToText.from_config(cfg)
+        return AutoModelForImageTextToText.from_config(cfg, dtype=dtype)
 
 
 def parameters(model: torch.nn.Module) -> int:
@@ -86,3 +88,77 @@ def _folder(name: str) -> str:
     if name not in MODELS:
         raise ValueError(f"unknown real model {name!r}; expected one of {', '.join(MODELS)}")
     return MODELS[name]
+
+
+# Byte-level BPE tokens of Qwen2, Qwen2.5 and Qwen3 (one vocabulary); the added tokens are numbered from here.
+QWEN2_BPE_TOKENS = 151643
+# The files of a critic's hub folder copied as published (model and generation settings, tokenizer, processor).
+_CRITIC_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "preprocessor_config.json",
+                 "chat_template.json")
+
+
+@functools.cache
+def qwen2_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Qwen2's byte-level BPE (vocabulary and merges) from the token ranks the `quicktok-v1` package ships (its
+    `qwen3` encoding; Qwen2, 2.5 and 3 share it). The merges are derived from the ranks as for any tiktoken-style
+    vocabulary: every split of a token into two tokens, ordered by the merged token's rank, which reproduces
+    rank-order BPE (tests/test_critic_real.py compares the result with quicktok's own encoder)."""
+    try:
+        import quicktok
+    except ImportError as e:
+        raise ImportError("the real Qwen2 vocabulary comes from the quicktok-v1 package: pip install 'lift[test]'") from e
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    encoding = quicktok.get_encoding("qwen3")
+    ranks = {encoding.decode_single_token_bytes(i): i for i in range(QWEN2_BPE_TOKENS)}
+    chars = bytes_to_unicode()
+
+    def text(token: bytes) -> str:
+        return "".join(chars[b] for b in token)
+
+    merges = sorted((rank, ranks[token[:i]], ranks[token[i:]], i) for token, rank in ranks.items()
+                    for i in range(1, len(token)) if token[:i] in ranks and token[i:] in ranks)
+    tokens = {rank: token for token, rank in ranks.items()}
+    return ({text(token): rank for token, rank in ranks.items()},
+            [(text(tokens[r][:i]), text(tokens[r][i:])) for r, _, _, i in merges])
+
+
+def write_critic_processor(name: str, out_dir: str) -> None:
+    """A real critic's hub folder without weights: the real Qwen2 tokenizer (tokenizer.json of `qwen2_bpe` with the
+    published added tokens at their ids) and the published config.json, generation_config.json,
+    tokenizer_config.json, preprocessor_config.json (image and video processor settings) and chat_template.json.
+    AutoProcessor loads it as the hub's folder."""
+    import os
+    import shutil
+
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    for file in _CRITIC_FILES:
+        with resources.as_file(resources.files("lift.models").joinpath("real_configs", _folder(name), file)) as src:
+            shutil.copyfile(src, os.path.join(out_dir, file))
+    vocab, merges = qwen2_bpe()
+    tokenizer = Qwen2Tokenizer(vocab=dict(vocab), merges=list(merges), unk_token=None, eos_token=None, pad_token=None)
+    added = sorted((int(i), t) for i, t in config(name, "tokenizer_config.json")["added_tokens_decoder"].items())
+    if [i for i, _ in added] != list(range(QWEN2_BPE_TOKENS, QWEN2_BPE_TOKENS + len(added))):
+        raise ValueError(f"{name}: tokenizer_config.json's added tokens do not follow the BPE tokens in order")
+    tokenizer.backend_tokenizer.add_tokens([AddedToken(t["content"], special=t["special"], normalized=False)
+                                            for _, t in added])
+    tokenizer.backend_tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+
+
+def write_critic(name: str, out_dir: str, layers: int = 1, vision_layers: int = 1, seed: int = 0) -> int:
+    """A complete critic folder of a real Qwen-VL model laid out as its hub checkpoint, with random weights: the
+    config cut to `layers` language and `vision_layers` vision blocks at real width, safetensors in the published
+    bfloat16, and `write_critic_processor`'s files. `lift.models.load_critic` loads it as it loads the hub's
+    folder. Returns the parameter count."""
+    from transformers import GenerationConfig
+
+    write_critic_processor(name, out_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = critic(name, layers, vision_layers, device="cpu", dtype=torch.bfloat16)
+    model.generation_config = GenerationConfig.from_pretrained(out_dir)  # the published one
+    model.save_pretrained(out_dir)  # its cut config.json replaces the published one
+    return parameters(model)

@@ -76,11 +76,14 @@ class _Frames(torch.utils.data.Dataset):
 
 
 class Scorer:
-    """A loaded critic with its prompt format; `rate` answers the three questions for a batch of videos."""
+    """A loaded critic with its prompt format; `rate` answers the three questions for a batch of videos.
+
+    `labels`: the words whose probabilities logits mode reads (LiFT's Good / Normal / Bad; generate mode parses
+    those with `critic.parse_label`)."""
 
     def __init__(self, critic_url: str, device: torch.device, max_new_tokens: int = 64,
-                 trust_remote_code: bool = False):
-        self.url, self.device, self.max_new_tokens = critic_url, device, max_new_tokens
+                 trust_remote_code: bool = False, labels: tuple[str, ...] = hra.LABELS):
+        self.url, self.device, self.max_new_tokens, self.labels = critic_url, device, max_new_tokens, labels
         recorded = storage.read_marker(critic_url) or {}  # our exports record how the critic was trained
         self.answer_format = recorded.get("answer_format", "label_first")
         self.frames = int(recorded.get("frames", 8))
@@ -91,8 +94,6 @@ class Scorer:
         self.model.eval()
         self.tokenizer = self.processor.tokenizer
         self.tokenizer.padding_side = "left"  # generation and last-position logits need left padding
-        self.label_ids = critic.label_token_ids(self.tokenizer, self.answer_format)
-        self.verdict_ids = self.tokenizer.encode(" " + critic.VERDICT, add_special_tokens=False)
         inner = getattr(self.model, "model", None)
         self._precomputed_video = (hasattr(self.model, "get_video_features") and inner is not None and
                                    "mm_encoder_outputs" in inspect.signature(inner.forward).parameters)
@@ -111,9 +112,9 @@ class Scorer:
         out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
         return self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def _label_probs(self, texts: list[str], frames: list[torch.Tensor], repeats: int = 1) -> torch.Tensor:
-        """P(label) at the end of each text. `frames` holds each video `repeats` times in a row (one per question):
-        the vision tower then encodes each video once and its features are reused for every question, which
+    def _logits(self, texts: list[str], frames: list[torch.Tensor], repeats: int, keep: int):
+        """(input_ids, logits of the last `keep` positions) of the texts. `frames` holds each video `repeats` times in
+        a row: the vision tower then encodes each video once and its features are reused for every repeat, which
         transformers' `mm_encoder_outputs` allows (3x less vision compute for LiFT's three questions)."""
         enc = self._encode(texts, frames)
         if repeats > 1 and self._precomputed_video:
@@ -122,32 +123,62 @@ class Scorer:
             video = self.model.get_video_features(torch.cat(blocks[::repeats]), grid[::repeats], return_dict=True)
             video.pooler_output = tuple(f for f in video.pooler_output for _ in range(repeats))
             enc["mm_encoder_outputs"] = {"video": video}
-        # Only the last position's logits: the full (batch x length x vocabulary) tensor is ~15 GB in fp32 for 24
+        # Only the last positions' logits: the full (batch x length x vocabulary) tensor is ~15 GB in fp32 for 24
         # sequences of ~1k tokens with Qwen2.5's 152k-token vocabulary.
-        logits = self.model(**enc, logits_to_keep=1).logits[:, -1, self.label_ids]
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        return enc["input_ids"], self.model(**enc, logits_to_keep=keep).logits
+
+    def _label_probs(self, texts: list[str], frames: list[torch.Tensor], repeats: int = 1) -> torch.Tensor:
+        """P(label | label among `labels`) where each text ends, as (texts x labels); `frames` as for `_logits`.
+
+        A label's probability is the product of its tokens' probabilities given the text (`critic.label_tokens`).
+        Where every label is one token that does not merge with the text's end, that is one forward over the
+        texts, reading the next token's logits; otherwise one forward over each text continued by each label."""
+        plans = [critic.label_tokens(self.tokenizer, t, self.answer_format, self.labels) for t in texts]
+        if all(p.first_token_rule for p in plans):
+            _, logits = self._logits(texts, frames, repeats, keep=1)
+            ids = torch.tensor([[c[0] for c in p.continuations] for p in plans], device=logits.device)
+            return torch.softmax(logits[:, -1].float().gather(1, ids), dim=-1).cpu()
+        n = len(self.labels)
+        continued = [t + critic.label_text(label, self.answer_format) for t in texts for label in self.labels]
+        targets = [c for p in plans for c in p.continuations]
+        keep = max(len(c) for c in targets) + 1
+        input_ids, logits = self._logits(continued, [f for f in frames for _ in range(n)], repeats * n, keep)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        scores = torch.empty(len(continued))
+        for row, tokens in enumerate(targets):
+            if input_ids[row, len(input_ids[row]) - len(tokens):].tolist() != tokens:
+                raise ValueError(f"the critic's processor splits {continued[row][-60:]!r} unlike its tokenizer")
+            at = torch.arange(keep - 1 - len(tokens), keep - 1)  # the positions that predict the label's tokens
+            scores[row] = logp[row, at, torch.tensor(tokens)].sum()
+        return torch.softmax(scores.view(len(texts), n), dim=-1)
 
     def _reason_then_label(self, texts: list[str], frames: list[torch.Tensor]) -> tuple[list[str], torch.Tensor]:
         """Reason-first logits mode: the reason decoded greedily, and P(label) read from the same decoding at the
-        step right after its verdict marker, so no second pass runs. An answer that never reaches the marker (cut
-        at max_new_tokens) gets one forward over prompt + reason + " Verdict:" instead."""
+        step right after its verdict marker, so no second pass runs. Where that reading is not one next-token
+        probability (a label of several tokens) the label is scored by `_label_probs` on the text the decoding
+        reached, and an answer that never reaches the marker (cut at max_new_tokens) on prompt + reason +
+        " Verdict:"."""
         enc = self._encode(texts, frames)
         out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, output_logits=True,
                                   return_dict_in_generate=True)
         new = out.sequences[:, enc["input_ids"].shape[1]:]
         reasons = [critic.reason_of(a, "reason_first")
                    for a in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-        probs, cut = torch.empty(len(texts), len(self.label_ids)), []
-        n = len(self.verdict_ids)
+        probs, again = torch.empty(len(texts), len(self.labels)), {}
         for i, tokens in enumerate(new.tolist()):
-            at = next((j + n for j in range(len(tokens) - n) if tokens[j:j + n] == self.verdict_ids), None)
+            at = critic.verdict_step(self.tokenizer, tokens)
             if at is None:
-                cut.append(i)
+                again[i] = texts[i] + reasons[i] + " " + critic.VERDICT
                 continue
-            probs[i] = torch.softmax(out.logits[at][i, self.label_ids].float(), dim=-1).cpu()
-        if cut:
-            probs[cut] = self._label_probs([texts[i] + reasons[i] + " " + critic.VERDICT for i in cut],
-                                           [frames[i] for i in cut])
+            reached = texts[i] + self.tokenizer.decode(tokens[:at], skip_special_tokens=True)
+            plan = critic.label_tokens(self.tokenizer, reached, self.answer_format, self.labels)
+            if not plan.first_token_rule:
+                again[i] = reached
+                continue
+            ids = [c[0] for c in plan.continuations]
+            probs[i] = torch.softmax(out.logits[at][i, ids].float(), dim=-1).cpu()
+        if again:
+            probs[list(again)] = self._label_probs(list(again.values()), [frames[i] for i in again])
         return reasons, probs
 
     @torch.inference_mode()
@@ -171,8 +202,8 @@ class Scorer:
                 if label is None:
                     res["unparsable"].append(dim)
                 continue
-            res["probs"][dim] = {l: round(float(p), 6) for l, p in zip(hra.LABELS, probs[q])}
-            res["labels"][dim] = hra.LABELS[int(probs[q].argmax())]
+            res["probs"][dim] = {l: round(float(p), 6) for l, p in zip(self.labels, probs[q])}
+            res["labels"][dim] = self.labels[int(probs[q].argmax())]
             if self.answer_format == "reason_first":
                 res["reasons"][dim] = reasons[q]
         return results
