@@ -477,7 +477,7 @@ class ServeConfig:
     """Run Python code shipped inside the critic's folder (transformers auto_map); off unless the model needs it."""
     mode: Literal["logits", "generate"] = "logits"
     """How labels are read, as `lift score`'s mode."""
-    max_new_tokens: int = ScoreConfig.max_new_tokens
+    max_new_tokens: int = field(default=ScoreConfig.max_new_tokens, metadata=AT_LEAST_1)
     """As `lift score`'s max_new_tokens."""
     label_scores: Dict[str, float] = field(default_factory=lambda: ScoreConfig().label_scores)
     """s(label) of the reward, as `lift score`'s label_scores."""
@@ -485,19 +485,19 @@ class ServeConfig:
     """Weight of each dimension in the reward, as `lift score`'s dimension_weights."""
     host: str = "127.0.0.1"
     """Address to listen on (the chart sets 0.0.0.0 inside the pod)."""
-    port: int = 8000
+    port: int = field(default=8000, metadata=_range(1, 65535, meaning="a TCP port"))
     """TCP port."""
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=AT_LEAST_1)
     """Most videos per critic forward; a batch runs as soon as it is full."""
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = field(default=5.0, metadata=AT_LEAST_0)
     """How long the first video of a batch waits for others to join before the batch runs anyway."""
-    max_queue: int = 256
+    max_queue: int = field(default=256, metadata=AT_LEAST_1)
     """Most videos waiting for the critic; a request that would overflow it gets 429 with Retry-After."""
-    max_items: int = 64
+    max_items: int = field(default=64, metadata=AT_LEAST_1)
     """Most videos in one request."""
-    max_body_bytes: int = 32 << 20
+    max_body_bytes: int = field(default=32 << 20, metadata=AT_LEAST_1)
     """Largest request body (inline videos are base64 in it); larger gets 413."""
-    max_video_bytes: int = 16 << 20
+    max_video_bytes: int = field(default=16 << 20, metadata=AT_LEAST_1)
     """Largest video, inline or fetched from a URL; larger gets 413."""
     allow: List[str] = field(default_factory=list)
     """URL prefixes the server may read videos from (e.g. s3://bucket/runs/); anything else is refused with 400,
@@ -508,7 +508,7 @@ class ServeConfig:
     """Serve without a token; refused at start-up unless set, so a forgotten Secret never opens the API."""
     cache_url: Optional[str] = None
     """Object-storage folder of the result cache, kept across restarts; null keeps results in memory only."""
-    cache_entries: int = 100000
+    cache_entries: int = field(default=100000, metadata=AT_LEAST_0)
     """Results kept in memory (least recently used dropped first)."""
-    decode_threads: int = 4
+    decode_threads: int = field(default=4, metadata=AT_LEAST_1)
     """Threads fetching and decoding videos ahead of the critic."""
