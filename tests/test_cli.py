@@ -106,7 +106,8 @@ def test_failed_stage_leaves_no_marker(root_url):
 
 
 def test_failure_exit_code_through_main(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(STAGES, "score", dataclasses.replace(STAGES["score"], run=f"{__name__}:failing_stage"))
+    monkeypatch.setitem(STAGES, "score", dataclasses.replace(STAGES["score"], run=f"{__name__}:failing_stage",
+                                                             check=f"{__name__}:fake_stage"))
     assert cli.main(["score", f"out={tmp_path}/s"]) == 1
     assert capsys.readouterr().err.strip().endswith("lift: error: RuntimeError: boom")
 

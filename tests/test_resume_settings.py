@@ -95,16 +95,17 @@ def test_checkpoint_without_recorded_settings_is_resumed_only_by_a_restart(tmp_p
 
 
 def _rerun_with_new_lr(argv: list[str], out: str, capsys) -> None:
-    """`lift ARGV` on a finished run folder, then again at trainer.lr=1e-4: refused; then with --force: trained
-    from the start at the new lr."""
+    """`lift ARGV` on a finished run folder, then again at trainer.lr=1e-4: refused before anything is discarded (the
+    output stays sealed by the config that wrote it); then with --force: trained from the start at the new lr."""
     assert cli.main(argv) == 0
+    sealed = storage.read_marker(out)
     capsys.readouterr()
     assert cli.main([*argv, "trainer.lr=1e-4"]) == 2
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lift: ")]
     assert lines == [(f"lift: config error: {out}/checkpoints/step-00000002: checkpoint is incompatible with this "
                       f"run: 'trainer.lr' was 0.001, now 0.0001; rerun with --force to discard the checkpoints under "
                       f"{out}/checkpoints and train from the start, or set trainer.lr=0.001 to resume from them")]
-    assert storage.read_marker(out) is None, "nothing sealed under the new config"
+    assert storage.read_marker(out) == sealed, "the finished output is kept, sealed by the config that wrote it"
     assert cli.main([*argv, "trainer.lr=1e-4", "--force"]) == 0
     marker = storage.read_marker(out)
     assert marker["counts"]["steps"] == 2 and marker["counts"]["resumed"] is False

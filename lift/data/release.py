@@ -260,18 +260,46 @@ class _VideoSources:
         self.close()
 
 
+def check_import(cfg: DictConfig) -> None:
+    """`lift data import`'s input check: everything the import would stop on (settings, the release's entries,
+    videos that cannot be found), found by reading the release and listing its videos, copying nothing."""
+    with _VideoSources(_videos_url(cfg)) as sources:
+        _plan(cfg, sources)
+
+
 def import_release(cfg: DictConfig) -> dict:
     """`lift data import`: the release at cfg.release.json (+ videos at cfg.release.videos) -> cfg.out.
 
     Writes cfg.out/manifest.jsonl and cfg.out/videos/, plus cfg.out/rejected.jsonl with on_error=skip. Every
-    problem is found before any video is copied, so on_error=stop fails fast and leaves the output untouched.
-    Returns the counts sealed into the stage's _SUCCESS marker.
+    problem is found before any video is copied (`check_import` finds them before the stage runner touches the
+    output), so on_error=stop fails fast and leaves the output untouched. Returns the counts sealed into the
+    stage's _SUCCESS marker.
     """
+    with _VideoSources(_videos_url(cfg)) as sources:
+        records, copies, problems, duplicates = _plan(cfg, sources)
+        if duplicates:
+            log.warning("%s: %d entries repeat an earlier entry word for word; each is imported once",
+                        cfg.release.json, duplicates)
+        rejected_url = storage.join(cfg.out, hra.REJECTED)
+        if cfg.on_error == "skip":
+            hra.write_rejected(rejected_url, problems)
+        else:
+            storage.remove(rejected_url)  # a stale one from an earlier skip run would describe other data
+        copied = _copy_videos(copies, storage.join(cfg.out, VIDEOS))
+    hra.write_manifest(storage.join(cfg.out, hra.MANIFEST), records)
+    return _counts(records, rejected=len(problems), duplicates=duplicates, copied=copied)
+
+
+def _videos_url(cfg: DictConfig) -> str:
     if not cfg.release.json or not cfg.release.videos:
         raise config.ConfigError("data import needs release.json and release.videos (the release JSON and the "
                                  "folder or zip parts of its videos)")
-    if not 0.0 <= cfg.split.test_fraction <= 1.0:
-        raise config.ConfigError(f"split.test_fraction must be within [0, 1], got {cfg.split.test_fraction}")
+    return cfg.release.videos
+
+
+def _plan(cfg: DictConfig, sources: _VideoSources) -> tuple[list[hra.Record], list, list[Problem], int]:
+    """(records, (source, destination) copies, problems, identical repeats) of the import; raises `ReleaseError`
+    listing every problem with on_error=stop, and when no video is left to import."""
     url = cfg.release.json
     raw, problems = _read_entries(url)
     if not raw and not problems:
@@ -283,34 +311,24 @@ def import_release(cfg: DictConfig) -> dict:
         except ValueError as e:
             problems.append(Problem(url, str(e), text, **where))
     videos, duplicates = _group(answers)
-    if duplicates:
-        log.warning("%s: %d entries repeat an earlier entry word for word; each is imported once", url, duplicates)
-    records = []
-    with _VideoSources(cfg.release.videos) as sources:
-        copies = []
-        for vid, v in videos.items():
-            source = sources.find(v.video)
-            if source is None and not v.problems:
-                v.problems.append(f"video {v.video!r} not found in {cfg.release.videos}")
-            if v.problems:
-                problems += [Problem(url, "; ".join(v.problems), a.text, **a.where) for a in v.entries]
-                continue
-            record = _record(vid, v, cfg.split.test_fraction, cfg.split.seed)
-            records.append(record)
-            copies.append((source, storage.join(cfg.out, record.video)))
-        problems.sort(key=lambda p: (p.line or 0, p.entry or 0))
-        if problems and cfg.on_error == "stop":
-            raise ReleaseError(url, problems)
-        rejected_url = storage.join(cfg.out, hra.REJECTED)
-        if cfg.on_error == "skip":
-            hra.write_rejected(rejected_url, problems)
-        else:
-            storage.remove(rejected_url)  # a stale one from an earlier skip run would describe other data
-        if not records:
-            raise ValueError(f"{url}: no valid videos; all {len(problems)} entries were rejected into {rejected_url}")
-        copied = _copy_videos(copies, storage.join(cfg.out, VIDEOS))
-    hra.write_manifest(storage.join(cfg.out, hra.MANIFEST), records)
-    return _counts(records, rejected=len(problems), duplicates=duplicates, copied=copied)
+    records, copies = [], []
+    for vid, v in videos.items():
+        source = sources.find(v.video)
+        if source is None and not v.problems:
+            v.problems.append(f"video {v.video!r} not found in {cfg.release.videos}")
+        if v.problems:
+            problems += [Problem(url, "; ".join(v.problems), a.text, **a.where) for a in v.entries]
+            continue
+        record = _record(vid, v, cfg.split.test_fraction, cfg.split.seed)
+        records.append(record)
+        copies.append((source, storage.join(cfg.out, record.video)))
+    problems.sort(key=lambda p: (p.line or 0, p.entry or 0))
+    if problems and cfg.on_error == "stop":
+        raise ReleaseError(url, problems)
+    if not records:
+        raise ValueError(f"{url}: no valid videos; all {len(problems)} entries have problems, e.g. {problems[0]}"
+                         if problems else f"{url}: no videos to import")
+    return records, copies, problems, duplicates
 
 
 def _record(vid: str, v: _Video, test_fraction: float, seed: int) -> hra.Record:

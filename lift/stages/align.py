@@ -30,11 +30,11 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from lift import config, models
+from lift import models
 from lift.core import dist, logs
 from lift.data import hra
 from lift.io import jsonl, storage, video
-from lift.models import families
+from lift.models import families, integrity
 from lift.models.scoring import SCORES, read_items
 from lift.train import loop, parallel
 
@@ -230,9 +230,14 @@ def make_loss_fn(pipe, family, seed: int, device: torch.device, caption_dropout:
     return loss_fn
 
 
+def check(cfg: DictConfig) -> None:
+    """The rollouts, scores and real clips (every line, every rollout scored) and the base model's folder; the
+    runner checks the checkpoints a rerun would resume from."""
+    build_examples(cfg)
+    integrity.check_folder(cfg.model.name_or_path, "model.name_or_path")
+
+
 def run(cfg: DictConfig) -> dict:
-    if not 0.0 <= cfg.caption_dropout < 1.0:
-        raise config.ConfigError(f"caption_dropout must be within [0, 1), got {cfg.caption_dropout}")
     runtime = dist.init()
     family = families.get(cfg.model.family)
     examples, stats = build_examples(cfg)

@@ -26,6 +26,7 @@ from lift import config, models, stages
 from lift.core import dist, logs
 from lift.data import hra
 from lift.io import storage, video
+from lift.models import integrity
 from lift.models.scoring import read_items
 from lift.stages import runner
 from lift.train import loop
@@ -87,6 +88,13 @@ def folder_digest(folder: str) -> str:
                 with open(path, "rb") as f:
                     digest.update(f.read())
     return digest.hexdigest()[:16]
+
+
+def check(cfg: DictConfig) -> None:
+    """The start pipeline's folder, and with train=true every line of the data manifest."""
+    integrity.check_folder(cfg.start, "start")
+    if cfg.train:
+        read_items(storage.join(cfg.data, hra.MANIFEST))
 
 
 def run(cfg: DictConfig) -> dict:

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lift import models
+from lift.models import integrity
 from lift.core import dist, logs
 from lift.io import storage
 from lift.models.critic import Collate, Examples, examples_from_manifest
@@ -74,6 +75,13 @@ def fingerprint(cfg: DictConfig) -> dict:
     """What a checkpoint must share with the run resuming from it; lift/train/checkpoint.py refuses one that differs."""
     return {"base": cfg.model.name_or_path, "lora": OmegaConf.to_container(cfg.lora) if cfg.lora.enabled else None,
             "answer_format": cfg.model.answer_format, "freeze_vision": cfg.model.freeze_vision}
+
+
+def check(cfg: DictConfig) -> None:
+    """The manifest (every line, every video present, a train split) and the start model's folder; the runner
+    checks the checkpoints a rerun would resume from."""
+    examples_from_manifest(cfg.data, "train", cfg.model.answer_format, cfg.model.with_reasons)
+    integrity.check_folder(cfg.model.name_or_path, "model.name_or_path")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from lift.core import dist
 from lift.data import hra
 from lift.io import storage
+from lift.models import integrity
 from lift.models.scoring import Item, Scorer, score_sharded
 
 # LiFT's Table 2 (semantic / motion / fidelity / avg), for reference next to ours.
@@ -61,12 +62,25 @@ def markdown(result: dict, name: str) -> str:
     return "\n".join(text)
 
 
-def run(cfg: DictConfig) -> dict:
-    runtime = dist.init()
+def _records(cfg: DictConfig) -> list[hra.Record]:
+    """The manifest's records of the split evaluated (at least one)."""
     manifest = storage.join(cfg.data, hra.MANIFEST)
     records = [r for r in hra.load_manifest(manifest) if r.split == cfg.split]
     if not records:
         raise ValueError(f"{manifest}: no records in the '{cfg.split}' split")
+    return records
+
+
+def check(cfg: DictConfig) -> None:
+    """The manifest (every line, every video present, the split not empty) and the critic's folder."""
+    _records(cfg)
+    integrity.check_folder(cfg.critic, "critic")
+
+
+def run(cfg: DictConfig) -> dict:
+    runtime = dist.init()
+    manifest = storage.join(cfg.data, hra.MANIFEST)
+    records = _records(cfg)
     items = [Item(r.id, r.video, hra.video_url(manifest, r), r.prompt) for r in records]
     scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens)
     rated = score_sharded(items, scorer, storage.join(cfg.out, "predictions"), cfg.mode, cfg.batch_size,

@@ -9,6 +9,18 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 
+def check(cfg: DictConfig) -> None:
+    """The toy world's settings, or everything an import would stop on (lift/data/release.py `check_import`)."""
+    if cfg.source == "toy":
+        from lift.toy import world
+
+        world.check(cfg)
+    else:
+        from lift.data import release
+
+        release.check_import(cfg)
+
+
 def run(cfg: DictConfig) -> dict:
     if cfg.source == "toy":
         from lift.toy import world

@@ -28,13 +28,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lift.core import dist, logs
 from lift.core.stats import mean_ci
 from lift.data import hra, prompts
 from lift.io import jsonl, sharded, storage, video
-from lift.models import sampling
+from lift.models import integrity, sampling
 from lift.models.scoring import Item, Scorer, reward_from_probs, score_sharded
 from lift.toy import world
 
@@ -176,12 +176,14 @@ def summarize(videos: Sequence[dict], tie_margin: float = 1e-4) -> dict:
 # ------------------------------------------------------------------------------------------------------ stage
 
 
-def _check(cfg: DictConfig) -> None:
+def check(cfg: DictConfig) -> None:
+    """The reward settings, the held-out prompts and the folders of both models and the critic."""
     for key, expected in (("label_scores", hra.LABELS), ("dimension_weights", hra.DIMENSIONS)):
         if sorted(cfg[key]) != sorted(expected):
             raise ValueError(f"config key '{key}' must have exactly the keys {list(expected)}, got {list(cfg[key])}")
-    if cfg.videos_per_prompt < 1 or cfg.batch_size < 1 or cfg.score_batch_size < 1:
-        raise ValueError("videos_per_prompt, batch_size and score_batch_size must be >= 1")
+    prompts.read_prompts(cfg.prompts)
+    for key in (*(f"{name}.name_or_path" for name in MODELS), "critic"):
+        integrity.check_folder(OmegaConf.select(cfg, key), key)
 
 
 def _generate_model(name: str, model: DictConfig, items: list[dict], cfg: DictConfig, runtime: dist.Runtime) -> str:
@@ -209,7 +211,6 @@ def _generate_model(name: str, model: DictConfig, items: list[dict], cfg: DictCo
 
 def run(cfg: DictConfig) -> dict:
     """`lift evaluate`: every rank generates and scores its shards; rank 0 writes OUT/results.json."""
-    _check(cfg)
     runtime = dist.init()
     held_out = prompts.read_prompts(cfg.prompts)
     items = sampling.rollout_items(held_out, cfg.seed, cfg.videos_per_prompt)

@@ -20,9 +20,15 @@ from lift.core import dist
 from lift.data import hra
 from lift.data.prompts import read_prompts
 from lift.io import sharded, storage
-from lift.models import sampling
+from lift.models import integrity, sampling
 
 log = logging.getLogger(__name__)
+
+
+def check(cfg: DictConfig) -> None:
+    """The prompt file and the model folder."""
+    read_prompts(cfg.prompts)
+    integrity.check_folder(cfg.model.name_or_path, "model.name_or_path")
 
 
 def run(cfg: DictConfig) -> dict:

@@ -1,8 +1,11 @@
-"""Running one stage: skip it when sealed, discard output of another config, run it on every rank, then seal it.
+"""Running one stage: skip it when sealed, check its inputs, discard output of another config, run it on every rank,
+then seal it.
 
 The marker contract of docs/RELIABILITY.md in one place: an output folder is complete only when its `_SUCCESS` marker
 exists, written last by rank 0 after every rank is done, with the config hash and the identities of the sealed
 inputs it read; `_STARTED` says which config is writing a folder, so parts of another config are never reused.
+Nothing of an output is discarded before the stage's input check (`Stage.check`, and for a training the
+checkpoints it would resume from) has passed: a rerun that fails on a bad input leaves the sealed output as it was.
 """
 
 from __future__ import annotations
@@ -43,14 +46,27 @@ def _leaves(tree: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
-def run_stage(stage: str, cfg: DictConfig, force: bool = False, target: str | None = None) -> dict | None:
-    """Skip-if-sealed, run, then seal: the marker contract of every stage in one place.
+def check_inputs(stage: str, cfg: DictConfig, force: bool = False) -> None:
+    """Every problem a stage can find by reading, raised before anything is written or discarded: its own check
+    (`Stage.check`: manifests line by line, prompts, model folders, settings) and, for a training that would resume
+    (no `--force`), the newest checkpoint under OUT/checkpoints, which a changed setting makes unusable (its
+    `trainer` section; base's trainings check theirs when they run). Every rank runs it: all fail alike."""
+    from lift.train import checkpoint
 
-    Committed part files are kept for a rerun of the same config (so it finishes only the rest) and dropped when
-    the config changed or `--force` is given, together with the old marker; `--force` also drops checkpoints, which
-    a training resumes from only at the settings that wrote them (lift/train/checkpoint.py).
-    The stage function does the work (on every rank); rank 0 saves the resolved config and writes `_SUCCESS`
-    last, after all ranks are done.
+    resolve(STAGES[stage].check)(cfg)
+    if STAGES[stage].trained and "trainer" in cfg and not force:
+        checkpoint.Checkpointer(storage.join(cfg.out, "checkpoints"), {}, trainer=cfg.trainer).check_settings()
+
+
+def run_stage(stage: str, cfg: DictConfig, force: bool = False, target: str | None = None) -> dict | None:
+    """Skip-if-sealed, check, run, then seal: the marker contract of every stage in one place.
+
+    The stage's input check (`check_inputs`) runs first; only when it passed are the committed part files of
+    another config (or of `--force`) dropped, with the old marker; `--force` also drops checkpoints, which a
+    training resumes from only at the settings that wrote them (lift/train/checkpoint.py). Parts of a rerun of the
+    same config are kept, so it finishes only the rest. The stage function does the work (on every rank); rank 0
+    saves the resolved config and writes `_SUCCESS` last, after all ranks are done. `target` runs another function
+    in the stage's place, without its check (tests).
     """
     fn = resolve(target or STAGES[stage].run)
     digest, inputs = config.config_hash(cfg), sealed_inputs(cfg)
@@ -62,6 +78,12 @@ def run_stage(stage: str, cfg: DictConfig, force: bool = False, target: str | No
     started = storage.read_json(started_url) if storage.exists(started_url) else None
     stale = force or bool(marker) or (started is not None and (started.get("config_hash"), started.get("inputs", {}))
                                       != (digest, inputs))
+    # Imported here, as the stage's module (`fn`) imports it anyway: it is heavy for `lift` itself.
+    from lift.train import checkpoint
+
+    if target is None:
+        with checkpoint.stage(cfg, inputs, restart=started is not None and not stale):
+            check_inputs(stage, cfg, force)
     runtime = dist.init()
     if runtime.is_main:
         if stale:
@@ -71,9 +93,6 @@ def run_stage(stage: str, cfg: DictConfig, force: bool = False, target: str | No
         storage.write_json(started_url, {"stage": stage, "config_hash": digest, "inputs": inputs})
     dist.barrier()
     start = time.time()
-    # Imported here, as the stage's module (`fn`) imports it anyway: it is heavy for `lift` itself.
-    from lift.train import checkpoint
-
     # Checkpoints of a training inside record this config and its inputs, and refuse a resume at another one. A
     # restart is as rank 0 saw it: another rank may have read the _STARTED that rank 0 had just written.
     restart = dist.all_gather_objects(started is not None and not stale)[0]

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from lift.core import dist
 from lift.data import hra
 from lift.io import sharded, storage
+from lift.models import integrity
 from lift.models.scoring import (
     SCORES as SCORES,  # this stage's merged output, OUT/scores.jsonl
 )
@@ -57,6 +58,14 @@ def make_record(item: Item, rating: dict, cfg) -> dict:
     return {"id": item.id, "video": item.video, "prompt": item.prompt, "labels": rating["labels"],
             "probs": rating["probs"], "reasons": rating["reasons"], "unparsable": rating["unparsable"],
             "reward": None if reward is None else round(reward, 6), "critic": cfg.critic, "mode": cfg.mode}
+
+
+def check(cfg: DictConfig) -> None:
+    """The reward settings, every line of the rollout manifest, and the critic's folder where this mode loads it."""
+    check_reward_keys(cfg)
+    read_items(storage.join(cfg.rollouts, hra.MANIFEST))
+    if cfg.mode in ("logits", "generate"):
+        integrity.check_folder(cfg.critic, "critic")
 
 
 def run(cfg: DictConfig) -> dict:

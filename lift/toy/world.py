@@ -464,7 +464,8 @@ def _label_mix(mix: Mapping[str, float]) -> list[float]:
     return [mix[label] / total for label in hra.LABELS]
 
 
-def _check(cfg: DictConfig) -> None:
+def check(cfg: DictConfig) -> None:
+    """The toy world's settings that no single key's range says (`lift data toy`'s input check)."""
     toy = cfg.toy
     if toy.size < 16 or toy.size % 2:
         raise config.ConfigError(f"toy.size must be even (yuv420p) and at least 16, got {toy.size}")
@@ -494,7 +495,7 @@ def generate(cfg: DictConfig) -> dict:
     Clip i draws everything from a generator seeded by (seed, set, i), so the same seed gives the same bytes,
     and changing num_clips keeps the clips both runs share. Videos are written before the manifests that list them.
     """
-    _check(cfg)
+    check(cfg)
     out, seed, toy = cfg.out, cfg.seed, cfg.toy
     mix, frames, size, fps = _label_mix(toy.label_mix), toy.frames, toy.size, toy.fps
     records = []

@@ -317,3 +317,12 @@ class Checkpointer:
         for step, sealed in sorted(folders.items()):
             if step in stale or (step < newest and not sealed):
                 storage.remove(self._step_url(step))
+    def check_settings(self) -> None:
+        """Raise now the `ConfigError` that `load` would raise for the settings recorded by the newest complete
+        checkpoint, without loading it: a stage's input check, before anything of its output is discarded (under
+        the stage runner the settings hold every config key a stage's fingerprint is made of)."""
+        steps = self.complete_steps()
+        if steps:
+            url = self._step_url(steps[-1])
+            self._check(url, {**storage.read_marker(url), "fingerprint": self.fingerprint})
+
