@@ -395,6 +395,16 @@ class Shards:
         if self.num_shards < 1:
             raise ValueError(f"{self.url}: num_shards must be >= 1, got {self.num_shards}")
 
+    @classmethod
+    def layout(cls, url: str, num_shards: int, world_size: int, suffix: str = ".jsonl") -> "Shards":
+        """The shards of an output: `num_shards` when set; else the count its committed parts were written with, so a
+        restart at another world size (an elastic job that lost or gained a node) keeps the part layout; else one
+        per rank."""
+        if not num_shards:
+            counts = {int(m.group(2)) for m in map(_PART.match, listdir(url)) if m and m.group(3) == suffix}
+            num_shards = max(counts) if counts else world_size
+        return cls(url, num_shards, suffix)
+
     def part(self, shard: int) -> str:
         return join(self.url, f"part-{shard:05d}-of-{self.num_shards:05d}{self.suffix}")
 

@@ -243,6 +243,6 @@ def score_sharded(items: list[Item], scorer: Scorer | None, out_url: str, mode: 
             getattr(batches, "_shutdown_workers", lambda: None)()
             raise
 
-    merged = sharded.run_parts(storage.Shards(out_url, num_shards or runtime.world_size), items, work, runtime,
+    merged = sharded.run_parts(storage.Shards.layout(out_url, num_shards, runtime.world_size), items, work, runtime,
                                SCORES, "score", lambda: scorer, what="scoring", mode=mode)
     return [json.loads(line) for line in storage.read_text(merged).splitlines() if line.strip()] if merged else []

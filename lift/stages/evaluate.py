@@ -201,7 +201,7 @@ def _generate_model(name: str, model: DictConfig, items: list[dict], cfg: DictCo
         return sampling.render(pipe, model.family, mine, cfg.batch_size, cfg.sampling, runtime.device, cfg.out,
                                f"videos/{name}", record)
 
-    shards = storage.Shards(storage.join(cfg.out, "generated", name), cfg.num_shards or runtime.world_size)
+    shards = storage.Shards.layout(storage.join(cfg.out, "generated", name), cfg.num_shards, runtime.world_size)
     sharded.run_parts(shards, items, work, runtime, hra.MANIFEST, f"evaluate {name}", load,
                       what=f"evaluate: generating with the {name} model", model=model.name_or_path)
     if runtime.device.type == "cuda":
@@ -219,9 +219,9 @@ def run(cfg: DictConfig) -> dict:
     to_score = [Item(f"{name}/{it['id']}", f"videos/{name}/{it['id']}.mp4",
                      storage.join(cfg.out, f"videos/{name}/{it['id']}.mp4"), it["prompt"])
                 for name in MODELS for it in items]
-    num_shards = cfg.num_shards or runtime.world_size
     scores_url = storage.join(cfg.out, "scores")
-    pending = storage.Shards(scores_url, num_shards).todo(runtime.rank, runtime.world_size)
+    pending = storage.Shards.layout(scores_url, cfg.num_shards, runtime.world_size).todo(runtime.rank,
+                                                                                         runtime.world_size)
     # the critic is loaded only by a rank with shards left to score (score_sharded touches it only for those)
     scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens) if pending else None
     label_scores, weights = dict(cfg.label_scores), dict(cfg.dimension_weights)

@@ -48,6 +48,6 @@ def run(cfg: DictConfig) -> dict:
         return sampling.render(pipe, model.family, mine, cfg.batch_size, cfg.sampling, runtime.device, cfg.out,
                                "videos", record)
 
-    sharded.run_parts(storage.Shards(cfg.out, cfg.num_shards or runtime.world_size), items, work, runtime,
+    sharded.run_parts(storage.Shards.layout(cfg.out, cfg.num_shards, runtime.world_size), items, work, runtime,
                       hra.MANIFEST, "generate", load, what="generating", prompts=len(prompts), model=model.name_or_path)
     return {"videos": len(items), "prompts": len(prompts)}

@@ -15,6 +15,11 @@ also records what the weights in it are a function of, so that a run of another 
   with each sealed input folder (data, rollouts, scores, real set, base model) by its seal identity rather than
   its URL, so a rebuilt input counts as a change and a moved run folder does not.
 
+The marker also records the world size and the global batch (batch_size x grad_accum x world size) the steps were
+taken with. DCP reshards the weights and optimizer state to whatever world size loads them, so an elastic job that
+restarts on fewer or more nodes resumes; to keep the steps the same, `grad_accum` then returns the accumulation that
+keeps the recorded global batch at the new world size, or refuses (`ConfigError`) where none does.
+
 A difference in any of them is a `ConfigError` naming each key with both values, the checkpoint, and the two ways
 on: `--force` (discard the checkpoints, train from the start) or the old values (resume). A checkpoint written
 before settings were recorded is resumed only by a restart of the config that started the output folder.
@@ -195,6 +200,7 @@ class Checkpointer:
         self.restart = run is not None and run.restart
         # Settings a command line can set back (not the seal of a rebuilt input folder)
         self.assignable = {k for k in self.settings if run is None or k not in run.inputs}
+        self.world_size, self.global_batch = 1, 0  # what the steps are taken with (set by `grad_accum`)
         self._pending: tuple[int, str, Future, float] | None = None  # (step, url, upload [+ commit], start time)
         self._group = self._stager = self._committer = None
         if async_save:
@@ -230,6 +236,38 @@ class Checkpointer:
 
     def complete_steps(self) -> list[int]:
         return sorted(s for s, sealed in self._step_folders().items() if sealed)
+
+    def newest(self) -> tuple[str, dict] | None:
+        """(URL, marker) of the newest complete checkpoint, or None."""
+        steps = self.complete_steps()
+        if not steps:
+            return None
+        url = self._step_url(steps[-1])
+        return url, storage.read_marker(url)
+
+    def grad_accum(self, batch_size: int, grad_accum: int, world_size: int) -> int:
+        """Micro-batches per optimizer step at `world_size`: `grad_accum` for a new training, else the number that
+        keeps the newest checkpoint's global batch (a restart at another world size); refuses where none does."""
+        self.world_size, self.global_batch = world_size, batch_size * grad_accum * world_size
+        newest = self.newest()
+        if newest is None or "global_batch" not in newest[1].get("counts", {}):
+            return grad_accum
+        url, marker = newest
+        self._check(url, marker)
+        recorded, before = marker["counts"]["global_batch"], marker["counts"]["world_size"]
+        accum, rest = divmod(recorded, batch_size * world_size)
+        if rest or accum < 1:
+            raise ConfigError(
+                f"{url}: checkpoint was trained with a global batch of {recorded} (world size {before}); at world "
+                f"size {world_size} with trainer.batch_size={batch_size} no grad_accum keeps it (it needs "
+                f"{recorded} / {batch_size * world_size}); run on a world size that divides {recorded // batch_size}, "
+                f"or rerun with --force to train from the start at the new global batch")
+        if accum != grad_accum:
+            logs.event(log, "world size changed: accumulation adjusted to keep the global batch", checkpoint=url,
+                       world_size=f"{before}->{world_size}", grad_accum=f"{grad_accum}->{accum}",
+                       global_batch=recorded)
+        self.global_batch = recorded
+        return accum
 
     def save(self, state: TrainState, block: bool = False) -> str:
         """Checkpoint `state` at its step. Asynchronous (unless `block`): returns once the state is copied to
@@ -271,17 +309,17 @@ class Checkpointer:
         """Rank 0: write `_SUCCESS` (after the upload, if one is given) and prune."""
         if upload is not None:
             upload.result()
-        storage.write_marker(url, "checkpoint", "", {"step": step}, fingerprint=self.fingerprint,
-                             settings=self.settings)
+        counts = {"step": step, "world_size": self.world_size, "global_batch": self.global_batch}
+        storage.write_marker(url, "checkpoint", "", counts, fingerprint=self.fingerprint, settings=self.settings)
         self._prune(step)
 
     def load(self, state: TrainState) -> bool:
         """Restore the newest complete checkpoint into `state`; False when there is none."""
-        steps = self.complete_steps()
-        if not steps:
+        newest = self.newest()
+        if newest is None:
             return False
-        url = self._step_url(steps[-1])
-        self._check(url, storage.read_marker(url))
+        url, marker = newest
+        self._check(url, marker)
         opts = storage.storage_options(storage.protocol_of(url))
         dcp.load({"train": state}, storage_reader=_InOrderReader(url, **opts))
         logs.event(log, "resumed from checkpoint", step=state.step, url=url)
@@ -325,4 +363,3 @@ class Checkpointer:
         if steps:
             url = self._step_url(steps[-1])
             self._check(url, {**storage.read_marker(url), "fingerprint": self.fingerprint})
-

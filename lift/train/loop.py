@@ -11,7 +11,9 @@ uninterrupted run would have seen.
 Gradient accumulation: an optimizer step is `grad_accum` consecutive global batches of one epoch's order; an epoch
 holds only whole steps and the examples past them sit out that epoch (lift/train/sampler.py), so with a loss that
 is a mean over its micro-batch's examples, `grad_accum=k` over batch b gives the step of one batch of k*b, and a
-step's position in the data is a function of the step number alone.
+step's position in the data is a function of the step number alone. A restart at another world size (an elastic job
+that lost or gained a node) keeps the global batch of the newest checkpoint by adjusting the accumulation
+(`Checkpointer.grad_accum`), so its steps are those of the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -152,8 +154,12 @@ def fit(
     `loss_fn(model, batch, step)` returns the mean loss over the micro-batch's examples and scalar metrics; every
     micro-batch has `cfg.batch_size` examples, so the loss of a step is the mean of its micro-batches' losses (each
     scaled by 1/grad_accum before backward) and equals that of one batch of all their examples."""
-    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed,
-                                 cfg.grad_accum)
+    # Resumes only from checkpoints of the same settings (lift/train/checkpoint.py); refuses others (ConfigError).
+    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints, cfg.async_checkpoint,
+                        trainer=cfg)
+    # A restart at another world size (an elastic job that lost a node) keeps the checkpoint's global batch.
+    accum = ckpt.grad_accum(cfg.batch_size, cfg.grad_accum, runtime.world_size)
+    sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed, accum)
     steps = total_steps(cfg, sampler.steps_per_epoch)
     for warning in check_settings(cfg, steps):
         log.warning("%s", warning)
@@ -161,9 +167,6 @@ def fit(
     optimizer = build_optimizer(params, cfg, runtime.device)
     state = TrainState(model, optimizer, build_scheduler(optimizer, cfg, steps),
                        trainable_only=len(params) < sum(1 for _ in model.parameters()))
-    # Resumes only from checkpoints of the same settings (lift/train/checkpoint.py); refuses others (ConfigError)
-    ckpt = Checkpointer(storage.join(out_url, "checkpoints"), fingerprint, cfg.keep_checkpoints, cfg.async_checkpoint,
-                        trainer=cfg)
     resumed = ckpt.load(state)
     board = _Board(storage.join(out_url, "tensorboard"), runtime.is_main)
     loader = make_loader(dataset, sampler, collate, cfg, runtime.device)
@@ -174,14 +177,14 @@ def fit(
     skipped, window, t0 = 0, [], time.time()
     bar = logs.progress(total=steps, initial=state.step, desc="train", unit="step")
     logs.event(log, "training", steps=steps, resumed_at=state.step if resumed else 0, examples=len(dataset),
-               global_batch=sampler.global_batch * cfg.grad_accum, world_size=runtime.world_size,
+               global_batch=sampler.global_batch * accum, world_size=runtime.world_size,
                steps_per_epoch=sampler.steps_per_epoch)
     model.train()
     while state.step < steps:
         sampler.seek(state.step)
         batches = iter(loader)
         while state.step < steps:
-            group = list(itertools.islice(batches, cfg.grad_accum))
+            group = list(itertools.islice(batches, accum))
             if not group:
                 break  # end of the epoch (a whole number of steps): the outer loop starts the next epoch's order
             loss_sum, metrics, nonfinite = 0.0, {}, False
@@ -193,10 +196,10 @@ def fit(
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                         loss, extra = loss_fn(model, batch, state.step)
                     nonfinite |= not bool(torch.isfinite(loss.detach()))
-                    (loss / cfg.grad_accum).backward()
-                loss_sum += float(loss.detach()) / cfg.grad_accum
+                    (loss / accum).backward()
+                loss_sum += float(loss.detach()) / accum
                 for k, v in extra.items():
-                    metrics[k] = metrics.get(k, 0.0) + float(v) / cfg.grad_accum
+                    metrics[k] = metrics.get(k, 0.0) + float(v) / accum
             flag = torch.tensor(float(nonfinite))
             if torch_dist.is_initialized():
                 torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
@@ -227,7 +230,7 @@ def fit(
                 elapsed = time.time() - t0
                 scalars = _mean_across_ranks({"loss": sum(window) / len(window), **metrics})
                 scalars.update(lr=state.scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
-                               samples_per_s=len(window) * cfg.grad_accum * sampler.global_batch / max(elapsed, 1e-9),
+                               samples_per_s=len(window) * accum * sampler.global_batch / max(elapsed, 1e-9),
                                peak_memory_gb=_peak_memory_gb(runtime.device))
                 board.scalars(state.step, scalars)
                 logs.event(log, "step", step=state.step, **{k: f"{v:.4g}" for k, v in scalars.items()})
@@ -240,4 +243,3 @@ def fit(
     ckpt.save(state, block=True)
     board.sync()
     return {"steps": state.step, "skipped_steps": skipped, "examples": len(dataset), "resumed": bool(resumed)}
-
