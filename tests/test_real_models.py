@@ -75,5 +75,5 @@ def test_qwen2_5_vl_7b_cut_keeps_window_attention_and_a_full_attention_block():
 def test_unknown_model_and_missing_file_are_named():
     with pytest.raises(ValueError, match="unknown real model 'cogvideox-9b'"):
         real.config("cogvideox-9b")
-    with pytest.raises(FileNotFoundError, match="cogvideox-2b: no text_encoder/config.json"):
-        real.config("cogvideox-2b", "text_encoder/config.json")
+    with pytest.raises(FileNotFoundError, match="wan2.1-14b: no scheduler/scheduler_config.json"):
+        real.config("wan2.1-14b", "scheduler/scheduler_config.json")

@@ -280,9 +280,9 @@ class SamplingConfig:
     fps: int = field(default=8, metadata=AT_LEAST_1)
     """Frames per second of the written mp4."""
     vae_tiling: bool = True
-    """Decode latents in tiles (GPU memory)."""
+    """Decode in tiles a clip larger than its family's VAE tile (lift/models/families; memory)."""
     vae_slicing: bool = True
-    """Decode one video of a batch at a time (GPU memory)."""
+    """Decode one such clip of a batch at a time (memory)."""
 
 
 @dataclass

@@ -11,9 +11,12 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import tempfile
 from importlib import resources
 
 import torch
+
+from lift.io import storage
 
 # lift's name for a real model -> its folder under real_configs (the hub id with "/" written "--")
 MODELS = {
@@ -84,6 +87,79 @@ def parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+T2V = ("cogvideox-2b", "cogvideox-5b", "wan2.1-1.3b", "wan2.1-14b")
+# What a real-width tokenizer reads: printable ASCII, alone and after "▁" (the word start). The published
+# SentencePiece vocabularies cannot be downloaded here; this one keeps T5's layout and special tokens.
+_CHARACTERS = [chr(c) for c in range(33, 127)]
+
+
+def t2v_family(name: str) -> str:
+    """The lift family (lift/models/families) of a real text-to-video model, from its pipeline class."""
+    from lift.models import families
+
+    pipeline = config(name, "model_index.json")["_class_name"]
+    return next(f for f in families.NAMES if families.get(f).pipeline == pipeline)
+
+
+def tokenizer(name: str):
+    """The text tokenizer of a real text-to-video model, of the published class and special tokens (<pad> 0, </s> 1,
+    <unk> 2, the <extra_id_N> sentinels last, N descending, as T5 and UMT5 number them) and text length; its
+    vocabulary is printable ASCII pieces (a few hundred) instead of the published 32k (T5) or 256k (UMT5)."""
+    import transformers
+
+    cfg = config(name, "tokenizer/tokenizer_config.json")
+    specials = [cfg["pad_token"], cfg["eos_token"], cfg["unk_token"]]
+    pieces = [(p, 0.0) for p in specials] + [("\u2581", -2.0)]
+    pieces += [(c, -10.0) for c in _CHARACTERS] + [("\u2581" + c, -8.0) for c in _CHARACTERS]
+    pieces += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(cfg["extra_ids"]))]
+    return getattr(transformers, cfg["tokenizer_class"])(vocab=pieces, **{k: v for k, v in cfg.items()
+                                                                            if k != "tokenizer_class"})
+
+
+def text_encoder(name: str, layers: int | None = None, vocab_size: int | None = None,
+                 device: str | torch.device = "meta"):
+    """The T5 / UMT5 encoder of a real text-to-video model at real width (d_model, heads, d_ff); `layers` keeps that
+    many layers, `vocab_size` that many embedding rows (the reduced tokenizer's)."""
+    import transformers
+
+    cfg = config(name, "text_encoder/config.json")
+    if layers is not None:
+        cfg["num_layers"] = layers
+    if vocab_size is not None:
+        cfg["vocab_size"] = vocab_size
+    model_cls = getattr(transformers, cfg["architectures"][0])
+    with torch.device(device):
+        return model_cls(transformers.AutoConfig.for_model(**cfg))
+
+
+def write_t2v(name: str, out_url: str, layers: int = 1, text_layers: int = 1, seed: int = 0) -> dict:
+    """A complete diffusers pipeline folder of a real text-to-video model with random weights, loadable by
+    `lift.models.load_t2v(t2v_family(name), out_url)` as the hub's checkpoint is: the transformer at real width
+    with `layers` blocks, the VAE and scheduler exactly as published, the text encoder at real width with
+    `text_layers` layers over `tokenizer(name)`'s reduced vocabulary. Returns parameter counts per component."""
+    import diffusers
+
+    if name not in T2V:
+        raise ValueError(f"{name}: not a text-to-video model; expected one of {', '.join(T2V)}")
+    index = config(name, "model_index.json")
+    scheduler_cfg = config(name, "scheduler/scheduler_config.json")
+    vae_cfg = config(name, "vae/config.json")
+    tok = tokenizer(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        parts = {
+            "transformer": transformer(name, layers, device="cpu"),
+            "vae": getattr(diffusers, vae_cfg["_class_name"]).from_config(vae_cfg),
+            "text_encoder": text_encoder(name, text_layers, len(tok), device="cpu"),
+        }
+    pipe = getattr(diffusers, index["_class_name"])(
+        tokenizer=tok, scheduler=getattr(diffusers, scheduler_cfg["_class_name"]).from_config(scheduler_cfg), **parts)
+    with tempfile.TemporaryDirectory(prefix="lift-real-") as local:
+        pipe.save_pretrained(local)
+        storage.save_folder(local, out_url)
+    return {part: parameters(module) for part, module in parts.items()}
+
+
 def _folder(name: str) -> str:
     if name not in MODELS:
         raise ValueError(f"unknown real model {name!r}; expected one of {', '.join(MODELS)}")
@@ -106,7 +182,8 @@ def qwen2_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     try:
         import quicktok
     except ImportError as e:
-        raise ImportError("the real Qwen2 vocabulary comes from the quicktok-v1 package: pip install 'lift[test]'") from e
+        raise ImportError("the real Qwen2 vocabulary comes from the quicktok-v1 package (the test extra: "
+                          "pip install 'lift-k8s[test]')") from e
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     encoding = quicktok.get_encoding("qwen3")

@@ -69,11 +69,7 @@ def load_pipeline(family: str, name_or_path: str, sampling: DictConfig, device: 
     dtype = dist.compute_dtype(device)
     pipe = models.load_t2v(family, name_or_path, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     pipe.set_progress_bar_config(disable=True)
-    if device.type == "cuda":
-        if sampling.vae_tiling:
-            pipe.vae.enable_tiling()
-        if sampling.vae_slicing:
-            pipe.vae.enable_slicing()
+    families.get(family).fit_vae(pipe.vae, sampling.height, sampling.width, sampling.vae_tiling, sampling.vae_slicing)
     return pipe
 
 

@@ -7,12 +7,13 @@ A family module defines `SPEC = Family(...)`; stages look it up with `get(name)`
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 _MODULES = {"cogvideox": "lift.models.families.cogvideox", "wan": "lift.models.families.wan"}
+NAMES = tuple(_MODULES)
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,31 @@ class Family:
     vae_dtype: torch.dtype | None = None
     """The VAE's dtype whatever the pipeline computes in (Wan's reference recipe keeps its VAE in float32); None:
     the VAE computes in the pipeline's dtype like every other component."""
+    vae_tiling: dict = field(default_factory=dict)
+    """diffusers' `vae.enable_tiling` arguments (pixels): a frame larger than (tile_sample_min_height,
+    tile_sample_min_width) goes through the VAE in overlapping tiles of that size, one clip of a batch at a time, so
+    its memory is bounded at any resolution; a frame that fits goes whole."""
 
     def dtypes(self, compute: torch.dtype) -> dict[str, torch.dtype]:
         """Per-component dtypes (diffusers' `from_pretrained(dtype=...)` form) of a pipeline computing in `compute`."""
         return {"default": compute, "vae": self.vae_dtype or compute}
+
+    def fit_vae(self, vae, height: int, width: int, tiling: bool = True, slicing: bool = True) -> bool:
+        """Set diffusers' tiling and slicing of `vae` for clips of height x width pixels: both on (where allowed) when
+        a frame is larger than the tile of `vae_tiling`, both off otherwise, so a clip that fits computes exactly as
+        it would untiled. The one place lift decides it, for the latent-cache fill and for sampling. Returns whether
+        it tiles."""
+        tile = self.vae_tiling["tile_sample_min_height"], self.vae_tiling["tile_sample_min_width"]
+        large = height > tile[0] or width > tile[1]
+        if large and tiling:
+            vae.enable_tiling(**self.vae_tiling)
+        else:
+            vae.disable_tiling()
+        if large and slicing:
+            vae.enable_slicing()
+        else:
+            vae.disable_slicing()
+        return large and tiling
 
 
 def get(name: str) -> Family:

@@ -49,4 +49,6 @@ def loss(pipe, transformer, latents: torch.Tensor, embeds: torch.Tensor, generat
 SPEC = Family(
     name="cogvideox", pipeline="CogVideoXPipeline", encode_text=encode_text, encode_video=encode_video, loss=loss,
     blocks=lambda transformer: list(transformer.transformer_blocks), text_length=text_length,
+    # diffusers' tile for the published VAE: half its 480x720 sample size (its overlap factors are diffusers')
+    vae_tiling={"tile_sample_min_height": 240, "tile_sample_min_width": 360},
 )

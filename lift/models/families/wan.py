@@ -45,4 +45,6 @@ SPEC = Family(
     name="wan", pipeline="WanPipeline", encode_text=encode_text, encode_video=encode_video, loss=loss,
     blocks=lambda transformer: list(transformer.blocks), text_length=lambda pipe: TEXT_LENGTH,
     vae_dtype=torch.float32,  # the Wan reference recipe keeps its VAE in float32
+    vae_tiling={"tile_sample_min_height": 256, "tile_sample_min_width": 256,  # AutoencoderKLWan's own tiles
+                "tile_sample_stride_height": 192, "tile_sample_stride_width": 192},
 )
