@@ -14,6 +14,7 @@ Sections, and what each reads (a section whose input is missing says so on the p
 | Critic reward | eval/results.json: reward histograms of base and aligned, means with 95% CIs, win rate |
 | Labels per dimension | eval/results.json: the critic's label distribution per dimension and model |
 | Oracle | eval/results.json: toy-world oracle checks per model, oracle score vs critic reward per video |
+| Rounds | eval/results.json and rounds/K/eval/results.json: reward and oracle score per round (only with rounds) |
 | Training curves | critic/tensorboard, align/tensorboard (TensorBoard event files) |
 | Samples | eval/videos: frames of base and aligned videos of the same prompt and seed |
 | Configuration | RUN_URL/config.yaml, or each stage's config.yaml |
@@ -34,7 +35,7 @@ import numpy as np
 from lift.core import logs
 from lift.data import hra
 from lift.io import storage, video
-from lift.stages import STAGES, critic_eval
+from lift.stages import ROUNDS, STAGES, critic_eval, round_folder
 
 log = logging.getLogger(__name__)
 REPORT = "report"
@@ -42,7 +43,9 @@ INDEX = "index.html"
 COLOURS = {"base": "#8a94a6", "aligned": "#e0702b"}
 LABEL_COLOURS = {"Good": "#3b9a5a", "Normal": "#e5b53a", "Bad": "#c9483c"}
 SECTION_IDS = ("summary", "critic-accuracy", "rewards", "labels", "oracle", "training", "samples", "config")
-"""The page's sections, in order (each a <section id=...> with an <h2>)."""
+"""The page's sections, in order (each a <section id=...> with an <h2>); ROUNDS_SECTION follows "oracle" in a run of
+more than one round."""
+ROUNDS_SECTION = "rounds"
 STAGE_FOLDERS = [(s.name, s.output) for s in STAGES.values()]
 """(stage, output folder under RUN_URL), in pipeline order."""
 TRAINING = [(s.name, f"{s.output}/tensorboard") for s in STAGES.values() if s.trained and s.cluster]
@@ -431,6 +434,35 @@ def _oracle(rep: _Report, results: dict | None) -> Section:
     return sec
 
 
+def _round_results(run: str) -> list[tuple[int, dict]]:
+    """(round, eval results) of every evaluated round of `lift pipeline rounds=N`, round 1 first."""
+    ks = [1, *sorted(int(k) for k in storage.listdir(storage.join(run, ROUNDS)) if k.isdigit() and int(k) > 1)]
+    found = [(k, _read_json(storage.join(round_folder(run, k), STAGES["evaluate"].output, "results.json")))
+             for k in ks]
+    return [(k, r) for k, r in found if r]
+
+
+def _rounds(rep: _Report, rounds: list[tuple[int, dict]]) -> Section:
+    """LiFT in rounds: the critic reward and the oracle score of each round's aligned model next to the base's."""
+    sec = Section(ROUNDS_SECTION, "Rounds")
+    sec.body.append("<p>Round k aligns round k−1's model again on its own fresh rollouts (<code>lift pipeline "
+                    "rounds=N</code>); every round is evaluated against the same base on the same held-out prompts "
+                    "and seeds. Intervals are 95%, cluster-robust over prompts; gains are paired by prompt and "
+                    "seed.</p>")
+    oracle = lambda results, m: (results["models"][m].get("oracle") or {}).get("score")  # noqa: E731
+    base = rounds[0][1]
+    rows = [["base", _ci(base["models"]["base"]["reward"]), "", _ci(oracle(base, "base")), "",
+             _esc(base["base"]["name_or_path"])]]
+    for k, results in rounds:
+        cmp = results["comparison"]
+        rows.append([f"round {k}", _ci(results["models"]["aligned"]["reward"]), _ci(cmp["reward_gain"]),
+                     _ci(oracle(results, "aligned")), _ci(cmp.get("oracle_gain")),
+                     _esc(results["aligned"]["name_or_path"])])
+    sec.body.append(_table(["model", "critic reward", "reward gain vs base", "oracle score", "oracle gain vs base",
+                            "model path"], rows, "numbers compact"))
+    return sec
+
+
 def read_scalars(url: str) -> dict[str, list[tuple[int, float]]]:
     """Every scalar series of the TensorBoard event files under `url` (any storage): tag -> [(step, value)].
 
@@ -630,6 +662,7 @@ def write_report(run_url: str) -> str:
         _rewards(rep, results),
         _labels(rep, results),
         _oracle(rep, results),
+        *([_rounds(rep, rounds)] if len(rounds := _round_results(run_url)) > 1 else []),
         _training(rep),
         _samples(rep, results),
         _config(rep),
