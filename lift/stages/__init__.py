@@ -137,15 +137,6 @@ def round_folder(run: str, k: int) -> str:
     return run if k == 1 else f"{run.rstrip('/')}/{ROUNDS}/{k}"
 
 
-ROUNDS = "rounds"
-"""RUN/rounds/k holds round k's outputs for k >= 2 (`lift pipeline rounds=N`; round 1 is the run folder itself)."""
-
-
-def round_folder(run: str, k: int) -> str:
-    """Where round k's outputs are: the run folder itself for round 1, RUN/rounds/k after it."""
-    return run if k == 1 else f"{run.rstrip('/')}/{ROUNDS}/{k}"
-
-
 def schema_of(name: str) -> type:
     """The config schema of a stage, or of `pipeline`."""
     if name == "pipeline":
