@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -203,30 +204,152 @@ def test_grad_accum_with_odd_batch_count_terminates(tmp_path):
 # LiFT's data sizes for the shipped cluster recipes: 40k scored rollouts + 20k real clips (align); 3 examples per
 # annotated video of the ~9k-video train split (critic).
 CLUSTER_DATA = {"align": 60_000, "critic": 27_000}
+ROOT = Path(__file__).parents[1]
+CHART = ROOT / "charts"
+# The chart's example recipes and the test values sets, layered in order like repeated `helm -f`.
+CHART_SETS = {"example-8gpu": [CHART / "examples" / "cogvideox-2b-8gpu.yaml"],
+              "example-4x8gpu": [CHART / "examples" / "cogvideox-2b-8gpu.yaml",
+                                 CHART / "examples" / "cogvideox-2b-4x8gpu.yaml"],
+              **{p.stem: [p] for p in sorted((Path(__file__).parent / "chart_values").glob("*.yaml"))}}
 
 
-def _cluster_trainers():
+def _cluster_configs():
+    """(source, stage, resolved config, world size) of every configs/cluster/*.yaml training section."""
     from lift import stages
 
-    for path in sorted((Path(__file__).parents[1] / "configs" / "cluster").glob("*.yaml")):
+    for path in sorted((ROOT / "configs" / "cluster").glob("*.yaml")):
         world = 32 if "4x8" in path.name else 8
         if path.name.startswith("pipeline"):
             pipeline = stages.load("pipeline", str(path), [])
-            yield from ((path.name, s, stages.section(pipeline, s).trainer, world) for s in CLUSTER_DATA)
+            yield from ((path.name, s, stages.section(pipeline, s), world) for s in CLUSTER_DATA)
         else:
             stage = path.name.split("-")[0]
-            yield path.name, stage, stages.load(stage, str(path), []).trainer, world
+            yield path.name, stage, stages.load(stage, str(path), []), world
 
 
-@pytest.mark.parametrize("name,stage,trainer,world", list(_cluster_trainers()), ids=lambda x: str(x)[:40])
-def test_cluster_trainer_settings_make_sense_for_their_data(name, stage, trainer, world):
-    examples = CLUSTER_DATA[stage]
-    assert trainer.batch_size * world * trainer.grad_accum <= examples
-    per_epoch = sampler.GlobalBatchSampler(examples, trainer.batch_size, 0, world, 0,
-                                           grad_accum=trainer.grad_accum).steps_per_epoch
-    steps = optim.total_steps(trainer, per_epoch)
-    assert trainer.max_steps == 0 and steps == trainer.epochs * per_epoch > 100, (name, stage, steps)
-    assert optim.check_settings(trainer, steps) == [], (name, stage, steps)
+def _chart_configs(tmp: Path):
+    """The training stages' configs of every chart values set, as the chart's ConfigMap writes them (`run` plus the
+    stage's `config:` map over the chart's defaults) and loaded as the container loads them, with the world size
+    the values give (nodes x processes per node: nprocPerNode, or one per GPU)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    from lift import stages
+
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    for name, files in CHART_SETS.items():
+        values = OmegaConf.to_container(OmegaConf.merge(defaults, *(yaml.safe_load(f.read_text()) for f in files)))
+        for stage in CLUSTER_DATA:
+            block = {**values["defaults"], **values["stages"][stage]}
+            if not block.get("enabled", True):
+                continue
+            world = block["nodes"] * (block.get("nprocPerNode") or block["resources"]["gpus"] or 1)
+            path = tmp / f"{name}-{stage}.yaml"
+            path.write_text(yaml.safe_dump({"run": values["run"], **block.get("config", {})}))
+            yield f"chart:{name}", stage, stages.load(stage, str(path), []), world
+
+
+def _recipes(tmp: Path) -> list:
+    """Every shipped recipe that names a published model: the cluster configs and the chart's values sets."""
+    from lift.models import real
+
+    published = {real.hub_id(n) for n in real.MODELS}
+    return [r for r in [*_cluster_configs(), *_chart_configs(tmp)] if r[2].model.name_or_path in published]
+
+
+@pytest.fixture(scope="module")
+def recipes(tmp_path_factory) -> list:
+    found = _recipes(tmp_path_factory.mktemp("chart-configs"))
+    sources = {source for source, *_ in found}
+    assert {"chart:example-8gpu", "chart:example-4x8gpu", "pipeline-cogvideox-2b.yaml",
+            "critic-qwen2.5-vl-7b.yaml", "align-cogvideox-2b-8gpu.yaml"} <= sources, sources
+    return found
+
+
+def test_cluster_and_chart_trainer_settings_make_sense_for_their_data(recipes):
+    """The recipes (cluster configs, the chart's examples; the chart's test values sets keep toy trainers)."""
+    for source, stage, cfg, world in recipes:
+        if source.startswith("chart:") and source not in ("chart:example-8gpu", "chart:example-4x8gpu"):
+            continue
+        trainer, examples = cfg.trainer, CLUSTER_DATA[stage]
+        assert trainer.batch_size * world * trainer.grad_accum <= examples, (source, stage)
+        per_epoch = sampler.GlobalBatchSampler(examples, trainer.batch_size, 0, world, 0,
+                                               grad_accum=trainer.grad_accum).steps_per_epoch
+        steps = optim.total_steps(trainer, per_epoch)
+        assert trainer.max_steps == 0 and steps == trainer.epochs * per_epoch > 100, (source, stage, steps)
+        assert optim.check_settings(trainer, steps, examples, world) == [], (source, stage, steps)
+    assert {(s, w) for s, st, _, w in recipes if st == "align" and s.startswith("chart:example")} == {
+        ("chart:example-8gpu", 8), ("chart:example-4x8gpu", 32)}
+
+
+# What each published model is, from its model card: the family a config must name for it, the transformer's width
+# (heads x head dim) and text length, the critic's language-model width.
+PUBLISHED = {"THUDM/CogVideoX-2b": {"family": "cogvideox", "width": 1920, "text": 226},
+             "Qwen/Qwen2.5-VL-7B-Instruct": {"width": 3584}}
+
+
+@functools.cache
+def _reduced(stage: str, name: str):
+    """The published model at reduced depth (1 block or layer) on the meta device."""
+    from lift.models import real
+
+    if stage == "align":
+        return real.transformer(name, layers=1)
+    return real.critic(name, layers=1, vision_layers=1)
+
+
+def test_recipes_name_the_models_they_are_built_for(recipes):
+    """Each recipe's model, built from the published config at reduced depth, is the model the recipe names, and
+    the sequence it sees at the recipe's frames/height/width is the one `lift plan` budgets for."""
+    from lift.launch import plan
+    from lift.models import families, real
+
+    for source, stage, cfg, _ in recipes:
+        name = {real.hub_id(n): n for n in real.MODELS}[cfg.model.name_or_path]
+        published = PUBLISHED[cfg.model.name_or_path]
+        model = _reduced(stage, name)
+        if stage == "align":
+            assert cfg.model.family == published["family"], source
+            assert real.config(name, "model_index.json")["_class_name"] == families.get(cfg.model.family).pipeline
+            c = model.config
+            assert (c.num_attention_heads * c.attention_head_dim, c.max_text_seq_length) == (
+                published["width"], published["text"]), source
+            # one forward on meta at the recipe's clip: the joint text + video sequence the block sees
+            latents = ((cfg.frames - 1) // 4 + 1, c.in_channels, cfg.height // 8, cfg.width // 8)
+            seen = []
+            hook = model.patch_embed.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
+            with torch.device("meta"):
+                out = model(hidden_states=torch.empty(1, *latents), timestep=torch.zeros(1, dtype=torch.long),
+                            encoder_hidden_states=torch.empty(1, c.max_text_seq_length, c.text_embed_dim),
+                            return_dict=False)[0]
+            hook.remove()
+            assert out.shape == (1, *latents), source
+            assert seen == [plan._align_shape(name, cfg)[0]], source
+            if (cfg.frames, cfg.height, cfg.width) == (49, 480, 720):  # 226 text + 13 x 30 x 45 video tokens
+                assert seen == [17_776]
+        else:
+            text, vision = model.config.text_config, model.config.vision_config
+            assert text.hidden_size == published["width"], source
+            assert cfg.model.frames % vision.temporal_patch_size == 0, (source, "frames pair up into one token")
+            tokens = plan._critic_shape(name, cfg)[0] - 512  # lift plan's video tokens for frames of 480x720
+            assert tokens == _video_tokens(name, cfg.model.frames, 480, 720), source
+            assert tokens + 512 <= text.max_position_embeddings
+
+
+def _video_tokens(name: str, frames: int, height: int, width: int) -> int:
+    """Language-model tokens the published video processor gives `frames` frames of height x width."""
+    from importlib import resources
+
+    from transformers import AutoVideoProcessor
+
+    from lift.models import real
+
+    processor = AutoVideoProcessor.from_pretrained(
+        str(resources.files("lift.models").joinpath("real_configs", real.MODELS[name])))
+    video = torch.zeros(frames, 3, height, width, dtype=torch.uint8)
+    grid = processor(videos=[video], video_metadata=[{"fps": 2.0, "total_num_frames": frames}],
+                     return_tensors="pt")["video_grid_thw"]
+    return int(grid.prod()) // processor.merge_size ** 2
 
 
 def test_check_settings_names_a_warmup_that_does_not_fit_the_run():
@@ -235,3 +358,15 @@ def test_check_settings_names_a_warmup_that_does_not_fit_the_run():
         "trainer.lr"]
     assert "more than half" in optim.check_settings(TrainerConfig(warmup_ratio=0.6), 100)[0]
     assert optim.check_settings(TrainerConfig(warmup_steps=20), 400) == []
+
+
+def test_check_settings_names_the_batch_keys_when_the_data_does_not_fill_a_step():
+    cfg = TrainerConfig(batch_size=8, grad_accum=2, warmup_steps=1)
+    assert optim.check_settings(cfg, 100, 100, 8) == [
+        "trainer.batch_size 8 x world size 8 x trainer.grad_accum 2 = 128 examples per optimizer step, more than the "
+        "100 examples: an epoch has no optimizer step; lower trainer.batch_size or trainer.grad_accum"]
+    assert optim.check_settings(cfg, 100, 200, 4) == []  # 64 per step: 3 steps, 8 examples (4%) left out
+    assert optim.check_settings(cfg, 100, 90, 4) == [
+        "trainer.batch_size 8 x world size 4 x trainer.grad_accum 2 = 64 examples per optimizer step: 26 of the 90 "
+        "examples (29%) sit out every epoch; choose trainer.batch_size and trainer.grad_accum so that it divides the "
+        "data more evenly"]

@@ -161,7 +161,7 @@ def fit(
     accum = ckpt.grad_accum(cfg.batch_size, cfg.grad_accum, runtime.world_size)
     sampler = GlobalBatchSampler(len(dataset), cfg.batch_size, runtime.rank, runtime.world_size, cfg.seed, accum)
     steps = total_steps(cfg, sampler.steps_per_epoch)
-    for warning in check_settings(cfg, steps):
+    for warning in check_settings(cfg, steps, len(dataset), runtime.world_size):
         log.warning("%s", warning)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, cfg, runtime.device)
@@ -243,3 +243,4 @@ def fit(
     ckpt.save(state, block=True)
     board.sync()
     return {"steps": state.step, "skipped_steps": skipped, "examples": len(dataset), "resumed": bool(resumed)}
+

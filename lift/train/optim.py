@@ -18,16 +18,31 @@ def total_steps(cfg: TrainerConfig, steps_per_epoch: int) -> int:
     return cfg.max_steps if cfg.max_steps > 0 else max(1, cfg.epochs * steps_per_epoch)
 
 
-def check_settings(cfg: TrainerConfig, steps: int) -> list[str]:
-    """What in a trainer's settings makes no sense for a run of `steps` optimizer steps (logged as warnings when
-    training starts): a warmup that never ends or takes most of the run."""
+def check_settings(cfg: TrainerConfig, steps: int, examples: int | None = None, world_size: int = 1) -> list[str]:
+    """What in a trainer's settings makes no sense for a run of `steps` optimizer steps over `examples` examples on
+    `world_size` ranks (logged as warnings when training starts): a warmup that never ends or takes most of the run;
+    an optimizer step's batch (trainer.batch_size per rank x world size x trainer.grad_accum) larger than the data,
+    so an epoch has no step; or one that leaves more than a tenth of the examples out of every epoch (an epoch is
+    whole steps only, lift/train/sampler.py). The global batch is a multiple of the world size by construction:
+    trainer.batch_size is per rank."""
+    out = []
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(cfg.warmup_ratio * steps)
     if warmup >= steps:
-        return [f"trainer warmup ({warmup} steps) is not shorter than the run ({steps} steps): the learning rate "
-                "never reaches trainer.lr"]
-    if warmup > steps // 2:
-        return [f"trainer warmup ({warmup} steps) takes more than half of the run ({steps} steps)"]
-    return []
+        out.append(f"trainer warmup ({warmup} steps) is not shorter than the run ({steps} steps): the learning rate "
+                   "never reaches trainer.lr")
+    elif warmup > steps // 2:
+        out.append(f"trainer warmup ({warmup} steps) takes more than half of the run ({steps} steps)")
+    if examples is not None:
+        per_step = cfg.batch_size * world_size * cfg.grad_accum
+        batch = (f"trainer.batch_size {cfg.batch_size} x world size {world_size} x trainer.grad_accum "
+                 f"{cfg.grad_accum} = {per_step} examples per optimizer step")
+        if examples < per_step:
+            out.append(f"{batch}, more than the {examples} examples: an epoch has no optimizer step; lower "
+                       "trainer.batch_size or trainer.grad_accum")
+        elif (left := examples % per_step) > examples / 10:
+            out.append(f"{batch}: {left} of the {examples} examples ({left / examples:.0%}) sit out every epoch; "
+                       "choose trainer.batch_size and trainer.grad_accum so that it divides the data more evenly")
+    return out
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, device: torch.device):
