@@ -6,6 +6,7 @@ config helpers.
     lift data export MANIFEST_URL OUT_JSON_URL [--format llava]
     lift models tiny OUT_URL
     lift models toy OUT_URL
+    lift models real NAME OUT_URL [--layers N] [--text-layers N]
     lift STAGE [--config FILE_OR_URL] [--force] [key=value ...]   # each stage of lift/stages/__init__.py
     lift pipeline [RUN_URL] [--config FILE_OR_URL] [--force] [key=value ...]
     lift report RUN_URL
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="rebuild even if the output's marker matches")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of `lift config show data`")
 
-    models = sub.add_parser("models", help="the tiny model zoo used by tests and the local default",
+    models = sub.add_parser("models", help="the tiny model zoo (tests, local default) and real architectures",
                             description="Write tiny randomly initialised models in the real checkpoints' layouts.")
     msub = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     tiny = msub.add_parser("tiny", help="write OUT_URL/critic, OUT_URL/cogvideox and OUT_URL/wan",
@@ -87,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
                                           "pipeline shipped with lift (made from the seed-0 tiny zoo by "
                                           "scripts/make-toy-pretrained.py).")
     shipped.add_argument("out", metavar="OUT_URL", help="output folder URL")
+    real_t2v = msub.add_parser("real", help="write a real text-to-video pipeline at real width, few blocks",
+                               description="Write a diffusers pipeline folder of a published text-to-video model "
+                                           "(lift/models/real_configs) with random weights: the transformer at real "
+                                           "width with --layers blocks, the published VAE and scheduler, the text "
+                                           "encoder at real width with --text-layers layers over a reduced "
+                                           "vocabulary. `lift generate|align|evaluate` load it like the hub's.")
+    real_t2v.add_argument("name", metavar="NAME", help="cogvideox-2b, cogvideox-5b or wan2.1-1.3b (wan2.1-14b: "
+                                                             "its scheduler config is not shipped)")
+    real_t2v.add_argument("out", metavar="OUT_URL", help="output folder URL")
+    real_t2v.add_argument("--layers", type=int, default=1, help="transformer blocks (default: 1)")
+    real_t2v.add_argument("--text-layers", type=int, default=1, help="text-encoder layers (default: 1)")
+    real_t2v.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
 
     for stage in STAGES.values():
         if stage.name != "data":  # `lift data toy|import|export` takes positional URLs (above)
@@ -164,6 +177,11 @@ def _dispatch(args) -> int | None:
         if args.action == "import":
             overrides += [f"release.json={args.release}", f"release.videos={args.videos}"]
         runner.run_stage("data", stages.load("data", args.config, overrides), force=args.force)
+    elif args.command == "models" and args.action == "real":
+        from lift.models import real
+
+        counts = real.write_t2v(args.name, args.out, args.layers, args.text_layers, args.seed)
+        logs.event(log, "models real: done", model=args.name, out=args.out, **counts)
     elif args.command == "models":
         from lift.toy import zoo
 

@@ -31,7 +31,8 @@ def _help_paths() -> list[list[str]]:
     paths = [[]]
     stage_commands = [s for s in STAGES if s != "data"]  # `lift data` has actions of its own (below)
     paths += [[name] for name in ["data", "models", *stage_commands, "pipeline", "report", "wait", "config", "plan"]]
-    paths += [["data", "toy"], ["data", "import"], ["data", "export"], ["models", "tiny"], ["config", "show"]]
+    paths += [["data", "toy"], ["data", "import"], ["data", "export"], ["models", "tiny"], ["models", "real"],
+              ["config", "show"]]
     return paths
 
 

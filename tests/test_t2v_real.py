@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from lift import models, stages
+from lift import cli, models, stages
 from lift.io import storage, video
 from lift.models import families, real
 from lift.stages import runner
@@ -57,6 +57,14 @@ def test_tokenizer_has_the_published_special_tokens_and_text_length(name, length
     assert tok.model_max_length == length and len(ids) == length
     assert tok.unk_token_id not in ids and ids[ids.index(tok.eos_token_id) + 1:] == [0] * (length - ids.index(1) - 1)
     assert tok.decode(ids, skip_special_tokens=True) == "A red circle, moves LEFT!"
+
+
+def test_a_real_model_without_its_published_files_is_refused_by_name(tmp_path, capsys):
+    assert cli.main(["models", "real", "wan2.1-14b", str(tmp_path / "out")]) == 1
+    assert "wan2.1-14b: no scheduler/scheduler_config.json" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="qwen2-vl-2b: not a text-to-video model"):
+        real.write_t2v("qwen2-vl-2b", str(tmp_path / "out"))
 
 
 @pytest.mark.parametrize("family", families.NAMES)
@@ -107,8 +115,7 @@ def real_t2v(tmp_path_factory):
     def get(name: str) -> str:
         if name not in built:
             built[name] = str(tmp_path_factory.mktemp("real-t2v") / name)
-            counts = real.write_t2v(name, built[name])
-            assert counts["transformer"] < real.parameters(real.transformer(name)) / 10
+            assert cli.main(["models", "real", name, built[name]]) == 0
         return built[name]
 
     return get
