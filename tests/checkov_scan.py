@@ -29,9 +29,24 @@ CHECKOV_SKIPS: dict[str, str] = {
                  "readiness.",
     "CKV_K8S_43": "image digest: the default pins an immutable release tag (appVersion); image.digest pins by "
                   "digest and passes (tests/chart_values/multinode-gpu.yaml).",
-    "CKV_K8S_35": "secrets as env vars: the AWS SDKs and s3fs read credentials from AWS_* variables; they come by "
-                  "secretKeyRef (never in manifests, masked in lift's logs), and workload identity needs none.",
 }
+# Accepted in addition for the pods of TrainJobs on Trainer's own torch-distributed ClusterTrainingRuntime, scanned
+# from files named *TRAINER_RUNTIME_FILE: what that runtime's pod lacks and Trainer v2.3.0's runtime patches cannot
+# set (a container patch takes only env, securityContext and volumeMounts). Neither occurs on the chart's own
+# runtime (trainJob.runtime.create), whose pods are scanned under CHECKOV_SKIPS alone.
+TRAINER_RUNTIME_FILE = "-on-trainer-runtime.yaml"
+TRAINER_RUNTIME_SKIPS: dict[str, str] = {
+    "CKV_K8S_38": "service account token: a patch cannot set automountServiceAccountToken; the chart's ServiceAccount "
+                  "mounts none (serviceAccount.automountToken false), and `lift submit --service-account` names one.",
+    "CKV_K8S_15": "image pull policy: a patch cannot set it; the kubelet pulls a tag it does not have, and a digest "
+                  "(image.digest, --image REPO@sha256:...) pins what runs.",
+}
+
+
+def accepted(finding: dict) -> bool:
+    """A finding in CHECKOV_SKIPS, or in TRAINER_RUNTIME_SKIPS from a file of torch-distributed TrainJob pods."""
+    return finding["check_id"] in CHECKOV_SKIPS or (
+        finding["file_path"].endswith(TRAINER_RUNTIME_FILE) and finding["check_id"] in TRAINER_RUNTIME_SKIPS)
 
 
 def find_checkov() -> str | None:

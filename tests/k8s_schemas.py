@@ -90,3 +90,76 @@ def write_network_policies(folder: Path, namespace: str) -> None:
     for doc in docs:
         doc["metadata"]["namespace"] = namespace
     (folder / "networkpolicy.yaml").write_text(yaml.safe_dump_all(docs))
+
+
+# ------------------------------------------------------------------------------- Kubeflow Trainer v2 (TrainJob)
+TRAINER = ROOT.parent / "shared" / "k8s" / "trainer-v2"
+SKIP_TRAINER = f"the Trainer v2.3.0 CRDs are not at {TRAINER} (they live beside the project, not in it; see its README)"
+
+
+@functools.lru_cache(maxsize=None)
+def trainer_validator(kind: str):
+    """The strict schema of a Trainer v2.3.0 CRD: `trainjobs`, `trainingruntimes` or `clustertrainingruntimes`."""
+    import jsonschema
+
+    crd = yaml.safe_load((TRAINER / f"trainer.kubeflow.org_{kind}.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
+    return jsonschema.Draft7Validator(_strict(copy.deepcopy(version["schema"]["openAPIV3Schema"])))
+
+
+def trainer_errors(obj: dict) -> list[str]:
+    """Violations of the strict Trainer CRD schema of `obj`'s kind (skips the test when the CRDs are absent)."""
+    if not TRAINER.is_dir():
+        pytest.skip(SKIP_TRAINER)
+    kind = {"TrainJob": "trainjobs", "TrainingRuntime": "trainingruntimes",
+            "ClusterTrainingRuntime": "clustertrainingruntimes"}[obj["kind"]]
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in trainer_validator(kind).iter_errors(obj)]
+
+
+def _merge_named(base: list, patch: list) -> list:
+    """A strategic merge of two lists of named objects: same name merges key by key, new names are appended."""
+    out = [copy.deepcopy(item) for item in base]
+    for item in patch:
+        same = [o for o in out if o.get("name") == item.get("name")]
+        if same:
+            for key, value in item.items():
+                same[0][key] = _merge_named(same[0].get(key, []), value) if key in ("volumeMounts", "env") \
+                    else copy.deepcopy(value)
+        else:
+            out.append(copy.deepcopy(item))
+    return out
+
+
+def trainjob_pod(job: dict, runtimes: dict[str, dict]) -> dict:
+    """The pod template Kubeflow Trainer runs for each node of a TrainJob: the referenced runtime's `node` pod
+    (a TrainingRuntime of `runtimes`, by name, or Trainer's torch-distributed ClusterTrainingRuntime of
+    ../shared/k8s/trainer-v2/), with the job's runtime patches merged in and its trainer applied to the `node`
+    container (image, command, env, resources), as Trainer's torch plugin builds it."""
+    ref = job["spec"]["runtimeRef"]
+    if ref["kind"] == "TrainingRuntime":
+        runtime = runtimes[ref["name"]]
+    else:
+        if not TRAINER.is_dir():
+            pytest.skip(SKIP_TRAINER)
+        runtime = yaml.safe_load((TRAINER / "torch-distributed-runtime.yaml").read_text())
+        assert ref["name"] == runtime["metadata"]["name"], ref
+    (node,) = [r for r in runtime["spec"]["template"]["spec"]["replicatedJobs"] if r["name"] == "node"]
+    pod = copy.deepcopy(node["template"]["spec"]["template"])
+    for patch in job["spec"].get("runtimePatches", []):
+        for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            if rjob["name"] != "node":
+                continue
+            template = rjob["template"]["spec"]["template"]
+            for key in ("labels", "annotations"):
+                if key in template.get("metadata", {}):
+                    pod.setdefault("metadata", {}).setdefault(key, {}).update(template["metadata"][key])
+            for key, value in template.get("spec", {}).items():
+                pod["spec"][key] = _merge_named(pod["spec"].get(key, []), value) \
+                    if key in ("containers", "initContainers", "volumes") else copy.deepcopy(value)
+    trainer = job["spec"]["trainer"]
+    (container,) = [c for c in pod["spec"]["containers"] if c["name"] == "node"]
+    container.update(image=trainer["image"], resources=trainer["resourcesPerNode"])
+    container.update({k: trainer[k] for k in ("command", "args") if k in trainer})
+    container["env"] = _merge_named(container.get("env", []), trainer.get("env", []))
+    return pod

@@ -31,7 +31,16 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from checkov_scan import CHECKOV_SKIPS, describe, pods_from_job, run_checkov
+from checkov_scan import (
+    CHECKOV_SKIPS,
+    TRAINER_RUNTIME_FILE,
+    TRAINER_RUNTIME_SKIPS,
+    accepted,
+    describe,
+    pods_from_job,
+    run_checkov,
+)
+from k8s_schemas import trainer_errors, trainjob_pod
 from torchx.specs.finder import get_component
 
 from lift import cli, stages
@@ -56,6 +65,13 @@ VALUE_SETS: dict[str, list[Path]] = {
     "example-4x8gpu": [EXAMPLES / "cogvideox-2b-8gpu.yaml", EXAMPLES / "cogvideox-2b-4x8gpu.yaml"],
 }
 SOURCES = [*VALUE_SETS, "manifests"]  # where rendered objects come from: a values set, or the manifests/ files
+# The same values sets rendered as Kubeflow Trainer v2 TrainJobs (jobApi trainjob) on Trainer's torch-distributed
+# runtime, and some also on the chart's own per-stage TrainingRuntimes: name -> (values set, values layered on it).
+TRAINJOB_SETS: dict[str, tuple[str, dict]] = {
+    **{f"{n}+trainjob": (n, {"jobApi": "trainjob"}) for n in VALUE_SETS},
+    **{f"{n}+trainjob-runtime": (n, {"jobApi": "trainjob", "trainJob": {"runtime": {"create": True}}})
+       for n in ("default", "multinode-gpu", "example-4x8gpu")},
+}
 
 # The registry's cluster stages (the toy world's local `base` is left out), which the chart reads from
 # charts/files/stages.json: in order, each one's inputs (its config key of the input, folder under RUN whose
@@ -74,6 +90,9 @@ def _layer(base: dict, over: dict) -> dict:
 
 
 def values_of(name: str) -> dict:
+    if name in TRAINJOB_SETS:
+        base, extra = TRAINJOB_SETS[name]
+        return _layer(values_of(base), extra)
     values: dict = {}
     for path in VALUE_SETS[name]:
         values = _layer(values, yaml.safe_load(path.read_text()) or {})
@@ -94,6 +113,17 @@ class Rendered:
     def jobs(self) -> dict[str, dict]:
         """Stage -> its PyTorchJob."""
         return {j["metadata"]["labels"]["app.kubernetes.io/component"]: j for j in self.kind("PyTorchJob")}
+
+    def trainjobs(self) -> dict[str, dict]:
+        """Stage -> its TrainJob."""
+        return {j["metadata"]["labels"]["app.kubernetes.io/component"]: j for j in self.kind("TrainJob")}
+
+    def stage_pods(self) -> list[tuple[str, dict]]:
+        """(stage, pod template) of every pod a stage runs: each PyTorchJob replica's template, and for each
+        TrainJob the pod Trainer makes from its runtime, runtime patches and trainer (k8s_schemas.trainjob_pod)."""
+        pods = [(stage, t) for stage, job in self.jobs().items() for t in pod_templates(job).values()]
+        runtimes = {rt["metadata"]["name"]: rt for rt in self.kind("TrainingRuntime")}
+        return pods + [(stage, trainjob_pod(job, runtimes)) for stage, job in self.trainjobs().items()]
 
     def stage_configs(self) -> dict[str, str]:
         (cm,) = self.kind("ConfigMap")
@@ -157,7 +187,7 @@ def test_value_sets_cover_the_issue():
 # ---------------------------------------------------------------------------------------------- Helm itself
 
 
-@pytest.mark.parametrize("name", VALUE_SETS)
+@pytest.mark.parametrize("name", [*VALUE_SETS, "elastic+trainjob", "multinode-gpu+trainjob-runtime"])
 def test_lint_strict(name):
     report = helm.lint(CHART, values_of(name) or None, strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
@@ -494,57 +524,106 @@ def test_inputs_pointed_elsewhere_are_not_waited_for():
 # ---------------------------------------------------------------------------------- security and secrets
 
 
-@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("source", [*SOURCES, *TRAINJOB_SETS])
 def test_hardened_pods(source):
+    """The same hardening whichever API runs the stage. A TrainJob on Trainer's torch-distributed runtime cannot
+    set automountServiceAccountToken (Trainer v2.3.0's runtime patches do not take it): there the chart's
+    ServiceAccount mounts no token."""
     r = render(source)
     home = r.merged["home"].rstrip("/")
-    for job in r.kind("PyTorchJob"):
-        for template in pod_templates(job).values():
-            spec = template["spec"]
-            ctx = spec["securityContext"]
-            assert ctx["runAsNonRoot"] is True and ctx["seccompProfile"] == {"type": "RuntimeDefault"}
-            assert min(ctx["runAsUser"], ctx["runAsGroup"], ctx["fsGroup"]) > 0
-            assert spec["automountServiceAccountToken"] is False
-            assert spec["serviceAccountName"] not in ("", "default")
-            assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec)
-            volumes = {v["name"]: v for v in spec["volumes"]}
-            assert not any("hostPath" in v for v in volumes.values())
-            assert volumes["dshm"]["emptyDir"]["medium"] == "Memory" and volumes["dshm"]["emptyDir"]["sizeLimit"]
-            assert volumes["tmp"]["emptyDir"]["sizeLimit"] and volumes["cache"]["emptyDir"]["sizeLimit"]
-            for container in all_containers(spec):
-                sc = container["securityContext"]
-                assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
-                assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
-                assert sc["capabilities"] == {"drop": ["ALL"]}
-                assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-                assert container["resources"]["limits"]["memory"] and container["resources"]["limits"]["cpu"]
-                mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-                assert mounts["/tmp"] == "tmp" and mounts["/dev/shm"] == "dshm"
-                assert mounts[f"{home}/.cache"] == "cache" and mounts["/etc/lift"] == "config"
-                env = {e["name"]: e.get("value") for e in container["env"]}
-                assert env["HOME"] == home
-                for var in ("HF_HOME", "LIFT_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "TRITON_CACHE_DIR"):
-                    assert env[var].startswith(f"{home}/.cache"), var
+    pods = r.stage_pods()
+    assert len({stage for stage, _ in pods}) == len(enabled_stages(r))
+    for _, template in pods:
+        spec = template["spec"]
+        ctx = spec["securityContext"]
+        assert ctx["runAsNonRoot"] is True and ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert min(ctx["runAsUser"], ctx["runAsGroup"], ctx["fsGroup"]) > 0
+        if "automountServiceAccountToken" in spec or r.merged["serviceAccount"]["create"]:
+            automount = spec.get("automountServiceAccountToken", r.merged["serviceAccount"]["automountToken"])
+            assert automount is False
+        assert spec["serviceAccountName"] not in ("", "default")
+        assert not {"hostNetwork", "hostPID", "hostIPC"} & set(spec)
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert not any("hostPath" in v for v in volumes.values())
+        assert volumes["dshm"]["emptyDir"]["medium"] == "Memory" and volumes["dshm"]["emptyDir"]["sizeLimit"]
+        assert volumes["tmp"]["emptyDir"]["sizeLimit"] and volumes["cache"]["emptyDir"]["sizeLimit"]
+        for container in all_containers(spec):
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+            assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert container["resources"]["limits"]["memory"] and container["resources"]["limits"]["cpu"]
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts["/tmp"] == "tmp" and mounts["/dev/shm"] == "dshm"
+            assert mounts[f"{home}/.cache"] == "cache" and mounts["/etc/lift"] == "config"
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["HOME"] == home
+            for var in ("HF_HOME", "LIFT_CACHE", "XDG_CACHE_HOME", "TORCH_HOME", "TRITON_CACHE_DIR"):
+                assert env[var].startswith(f"{home}/.cache"), var
 
 
-@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("source", [*SOURCES, *TRAINJOB_SETS])
 def test_credentials_only_by_secret_reference(source):
+    """Credentials reach a pod only from the named Secret: as files it mounts read-only (the default) or through
+    secretKeyRef (storage.secret.mount env); a credential variable holds a path into the mounted Secret at most."""
     r = render(source)
     assert SECRET_SENTINEL not in r.text
     assert not r.kind("Secret")
     secretish = re.compile(r"SECRET|TOKEN|PASSWORD|ACCESS_KEY|CREDENTIAL", re.I)
-    for job in r.kind("PyTorchJob"):
-        for template in pod_templates(job).values():
-            for container in all_containers(template["spec"]):
-                for env in container["env"]:
-                    if secretish.search(env["name"]):
-                        assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+    for _, template in r.stage_pods():
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        for container in all_containers(template["spec"]):
+            for env in container["env"]:
+                if secretish.search(env["name"]) and "value" in env:
+                    assert env["value"].startswith("/var/run/secrets/lift/"), env
+                    assert volumes["credentials"]["secret"]["secretName"] == r.merged["storage"]["secret"]["name"]
+                elif secretish.search(env["name"]):
+                    assert "secretKeyRef" in env["valueFrom"], env
+
+
+def _env_form() -> Rendered:
+    """custom-storage with the credentials as environment variables (storage.secret.mount env), not scanned by
+    checkov: the form CKV_K8S_35 flags, kept as an option."""
+    values = _layer(values_of("custom-storage"), {"storage": {"secret": {
+        "mount": "env", "accessKeyIdKey": "rootUser", "secretAccessKeyKey": "rootPassword",
+        "sessionTokenKey": "sessionToken"}}})
+    out = chart().render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = [doc for name, text in sorted(out.items()) if name.endswith(".yaml") for doc in yaml.safe_load_all(text)
+               if doc]
+    return Rendered(values, chart().merge_values(values), objects, "".join(out.values()), "")
+
+
+def test_credentials_as_files_by_default():
+    """A named Secret is mounted read-only and the SDKs read files: a credentials file, or a web-identity token."""
+    example = render("example-8gpu")
+    for stage, template in example.stage_pods():
+        volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+        assert volumes["credentials"]["secret"] == {"secretName": "lift-s3", "defaultMode": 0o440, "optional": False,
+                                                    "items": [{"key": "credentials", "path": "credentials"}]}
+        for container in all_containers(template["spec"]):
+            env = {e["name"]: e for e in container["env"]}
+            assert env["AWS_SHARED_CREDENTIALS_FILE"] == {"name": "AWS_SHARED_CREDENTIALS_FILE",
+                                                          "value": "/var/run/secrets/lift/credentials"}
+            assert not any("valueFrom" in e for e in env.values()), stage
+            assert {"name": "credentials", "mountPath": "/var/run/secrets/lift", "readOnly": True} \
+                in container["volumeMounts"]
+    for source in ("custom-storage", "custom-storage+trainjob"):
+        for _, template in render(source).stage_pods():
+            (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == "credentials"]
+            assert volume["secret"]["items"] == [{"key": "web-identity-token", "path": "token"}]
+            assert volume["secret"]["optional"] is True
+            env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+            assert env["AWS_ROLE_ARN"] == "arn:aws:iam::123456789012:role/lift-minio"
+            assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == "/var/run/secrets/lift/token"
+            assert "AWS_SHARED_CREDENTIALS_FILE" not in env and "AWS_ACCESS_KEY_ID" not in env
 
 
 def test_storage_endpoint_and_secret_references():
-    r = render("custom-storage")
+    r = _env_form()
     for job in r.kind("PyTorchJob"):
         for template in pod_templates(job).values():
+            assert "credentials" not in {v["name"] for v in template["spec"]["volumes"]}
             for container in all_containers(template["spec"]):
                 env = {e["name"]: e for e in container["env"]}
                 assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.minio.svc.cluster.local:9000"
@@ -589,18 +668,27 @@ def test_network_policy_admits_only_the_release():
 
 
 def test_checkov_finds_nothing_beyond_accepted_skips(tmp_path):
-    """Every pod template of every values set (as Pods, beside the set's NetworkPolicy) and manifests/."""
-    for name in VALUE_SETS:
+    """Every pod of every values set for both job APIs (as Pods, beside the set's NetworkPolicy) and manifests/;
+    a TrainJob's pods as Trainer makes them from its runtime, patches and trainer (k8s_schemas.trainjob_pod); those
+    on Trainer's torch-distributed runtime may also have TRAINER_RUNTIME_SKIPS' findings."""
+    for name in [*VALUE_SETS, *TRAINJOB_SETS]:
         r = render(name)
         objects = [*r.kind("NetworkPolicy"), *r.kind("ServiceAccount"), *r.kind("Role"), *r.kind("RoleBinding")]
         for job in r.kind("PyTorchJob"):
             objects += pods_from_job(job)
-        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(objects, sort_keys=False))
+        for stage, pod in r.stage_pods() if r.kind("TrainJob") else []:
+            objects.append({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": f"lift-{stage}-node-0-0", "namespace": NAMESPACE, **pod["metadata"]}, "spec": pod["spec"]})
+        on_trainer_runtime = r.kind("TrainJob") and not r.kind("TrainingRuntime")
+        path = tmp_path / (f"{name}{TRAINER_RUNTIME_FILE}" if on_trainer_runtime else f"{name}.yaml")
+        path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
     failed = run_checkov([tmp_path, MANIFESTS])
-    unexpected = [f for f in failed if f["check_id"] not in CHECKOV_SKIPS]
+    unexpected = [f for f in failed if not accepted(f)]
     assert not unexpected, "checkov findings:\n" + describe(unexpected)
     stale = set(CHECKOV_SKIPS) - {f["check_id"] for f in failed}
-    assert not stale, f"accepted checkov findings that no longer occur; remove them from CHECKOV_SKIPS: {stale}"
+    on_runtime = {f["check_id"] for f in failed if f["file_path"].endswith(TRAINER_RUNTIME_FILE)}
+    stale |= set(TRAINER_RUNTIME_SKIPS) - on_runtime
+    assert not stale, f"accepted checkov findings that no longer occur; remove them from the skip lists: {stale}"
 
 
 # ---------------------------------------------------------------------------------------- invalid values
@@ -736,3 +824,113 @@ def test_manifests_kustomization_lists_every_object():
     assert kinds == {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "PyTorchJob"}
     assert sorted(render("manifests").jobs()) == sorted(STAGES)
     assert "helm.sh/chart" not in render("manifests").text
+
+
+# ------------------------------------------------------------------------------------ Kubeflow Trainer v2
+
+
+@pytest.mark.parametrize("source", TRAINJOB_SETS)
+def test_trainjobs_validate_against_trainer_crds(source):
+    """Every TrainJob (and the chart's own TrainingRuntimes) against Trainer v2.3.0's CRD schemas with unknown
+    fields rejected and its CEL rules; the pod Trainer makes of each against the core schema, strictly."""
+    from lift.launch import trainjob
+
+    r = render(source)
+    jobs = r.trainjobs()
+    assert sorted(jobs) == sorted(enabled_stages(r)) and not r.kind("PyTorchJob")
+    own = r.merged["trainJob"]["runtime"]["create"]
+    assert len(r.kind("TrainingRuntime")) == (len(jobs) if own else 0)
+    for obj in [*jobs.values(), *r.kind("TrainingRuntime")]:
+        problems = trainer_errors(obj) + (trainjob.admission_errors(obj) if obj["kind"] == "TrainJob" else [])
+        assert not problems, f"{obj['kind']}/{obj['metadata']['name']}:\n" + "\n".join(problems)
+    for stage, pod in r.stage_pods():
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"lift-{stage}-node-0-0"},
+                                      "spec": pod["spec"]}, KUBE_VERSIONS[-1], strict=True)
+
+
+def test_strict_trainer_crd_rejects_a_misspelt_field():
+    job = copy.deepcopy(render("default+trainjob").trainjobs()["critic"])
+    job["spec"]["trainer"]["numNode"] = 2
+    job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"][
+        "spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    errors = trainer_errors(job)
+    assert any("numNode" in e for e in errors) and any("volumeMount" in e for e in errors), errors
+    runtime = copy.deepcopy(render("default+trainjob-runtime").kind("TrainingRuntime")[0])
+    runtime["spec"]["mlPolicy"]["torchh"] = {}
+    assert any("torchh" in e for e in trainer_errors(runtime))
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_trainjob_runs_the_same_stage_as_the_pytorchjob(name):
+    """One stage definition, two renderers: the TrainJob's node runs the PyTorchJob's image, command, env,
+    resources, volumes and security contexts, on as many nodes, and waits for the same inputs."""
+    pytorch, trainer = render(name), render(f"{name}+trainjob")
+    trainer_pods = dict(trainer.stage_pods())
+    for stage, job in pytorch.jobs().items():
+        master = pod_templates(job)["Master"]["spec"]
+        theirs = trainer_pods[stage]["spec"]
+        ours, node = main_container(master), theirs["containers"][0]
+        assert (node["name"], node["image"]) == ("node", ours["image"])
+        for key in ("env", "resources", "securityContext", "volumeMounts"):
+            assert node[key] == ours[key], (stage, key)
+        for key in ("securityContext", "serviceAccountName", "volumes", "nodeSelector", "tolerations", "affinity"):
+            assert theirs.get(key) == master.get(key), (stage, key)
+        assert trainer.trainjobs()[stage]["spec"]["trainer"]["numNodes"] == \
+            sum(spec["replicas"] for spec in job["spec"]["pytorchReplicaSpecs"].values())
+        command = node["command"]
+        if command[0] == "bash":  # the wait for the inputs, then exec of the stage's own command
+            assert command[1] == "-c" and command[2].endswith(' && exec "$0" "$@"')
+            waited = re.findall(r"'([^']*)'", command[2].split(" --timeout ")[0])
+            assert waited == wait_urls(job), stage
+            command = command[3:]
+        else:
+            assert wait_urls(job) is None, stage
+        if job["spec"].get("elasticPolicy"):
+            assert command[1:3] == ["--nnodes", f"{job['spec']['elasticPolicy']['minReplicas']}:"
+                                                f"{job['spec']['elasticPolicy']['maxReplicas']}"]
+            command = [command[0], *command[command.index("--max-restarts") + 2:]]
+        assert command == ours["command"], stage
+
+
+def test_trainjobs_on_the_charts_own_runtime_keep_the_whole_pod():
+    r = render("multinode-gpu+trainjob-runtime")
+    pytorch = render("multinode-gpu").jobs()
+    for stage, job in r.trainjobs().items():
+        assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "TrainingRuntime",
+                                             "name": job["metadata"]["name"]}
+        assert "runtimePatches" not in job["spec"]
+        (runtime,) = [rt for rt in r.kind("TrainingRuntime") if rt["metadata"]["name"] == job["metadata"]["name"]]
+        (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+        pod = node["template"]["spec"]["template"]["spec"]
+        master = pod_templates(pytorch[stage])["Master"]["spec"]
+        assert pod.get("initContainers") == master.get("initContainers")
+        assert pod["automountServiceAccountToken"] is False and pod["priorityClassName"] == "training-high"
+        # restartPolicy ExitCode has no Job equivalent: Never, with the job's backoffLimit
+        assert pod["restartPolicy"] == "Never" and node["template"]["spec"]["backoffLimit"] == 5
+        assert job["spec"]["trainer"]["command"] == main_container(master)["command"]
+
+
+@pytest.mark.parametrize("source", ["multinode-gpu", "multinode-gpu+trainjob", "multinode-gpu+trainjob-runtime"])
+def test_kueue_queue_and_priority_per_stage(source):
+    """`queue` labels every job for its LocalQueue and creates it suspended, for both APIs; a stage's
+    workloadPriorityClass labels its own job; the pods carry neither (Kueue's pod integration would queue them)."""
+    r = render(source)
+    jobs = r.trainjobs() or r.jobs()
+    for stage, job in jobs.items():
+        labels = job["metadata"]["labels"]
+        assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+        assert labels.get("kueue.x-k8s.io/priority-class") == ("training-critical" if stage == "critic" else None)
+        suspended = job["spec"]["suspend"] if job["kind"] == "TrainJob" else job["spec"]["runPolicy"]["suspend"]
+        assert suspended is True
+    for _, pod in r.stage_pods():
+        assert not any(k.startswith("kueue.x-k8s.io/") for k in pod["metadata"]["labels"])
+    for job in render("default+trainjob").trainjobs().values():
+        assert "suspend" not in job["spec"] and "kueue.x-k8s.io/queue-name" not in job["metadata"]["labels"]
+    assert f"kubectl get workloads -n {NAMESPACE}" in r.notes
+    assert "kubectl get workloads" not in render("default").notes
+
+
+def test_notes_follow_the_job_api():
+    assert f"kubectl get trainjobs -n {NAMESPACE} -l app.kubernetes.io/instance={RELEASE}" in \
+        render("default+trainjob").notes
+    assert "kubectl get pytorchjobs" not in render("default+trainjob").notes

@@ -1,6 +1,6 @@
-"""`lift submit` / `lift status` / `lift logs`: the PyTorchJob derived from the component AppDef, validated like the
-chart's (strict CRD schema, webhook rules, SDK models, core pod schema, hardening), and the API requests the
-kubeflow-training SDK makes, recorded by a loopback API server."""
+"""`lift submit` / `lift status` / `lift logs`: the PyTorchJob and the Trainer v2 TrainJob derived from the component
+AppDef, validated like the chart's (strict CRD schemas, webhook and CEL rules, SDK models, core pod schema,
+hardening), and the API requests made for each, recorded by a loopback API server."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
-from checkov_scan import CHECKOV_SKIPS, describe, pods_from_job, run_checkov
+from checkov_scan import TRAINER_RUNTIME_FILE, accepted, describe, pods_from_job, run_checkov
 from k8s_schemas import (
     assert_valid_pod,
     assert_valid_pytorchjob,
     crd_errors,
+    trainer_errors,
+    trainjob_pod,
     write_network_policies,
 )
 
 from lift import cli
-from lift.launch import component, hardening, pytorchjob
+from lift.launch import component, hardening, pytorchjob, stagejob, trainjob
 
 pytestmark = pytest.mark.filterwarnings("ignore:HTTPResponse.getheaders:DeprecationWarning")
 NAME = "lift-align-test"
@@ -100,18 +102,19 @@ def test_pods_are_hardened_and_credentials_come_from_the_secret(capsys):
         assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}
         assert volumes["tmp"]["emptyDir"] == {} and volumes["cache"]["emptyDir"] == {}
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-        assert mounts == {"/dev/shm": "dshm", "/tmp": "tmp", f"{hardening.HOME}/.cache": "cache"}
+        assert mounts == {"/dev/shm": "dshm", "/tmp": "tmp", f"{hardening.HOME}/.cache": "cache",
+                          stagejob.CREDENTIALS_DIR: "credentials"}
         assert c["resources"]["requests"] == c["resources"]["limits"] == {
             "cpu": "64", "memory": "480000Mi", "nvidia.com/gpu": "8"}
         assert c["name"] == "pytorch" and c["ports"] == [
             {"name": "pytorchjob-port", "containerPort": 29500, "protocol": "TCP"}]
         env = {e["name"]: e for e in c["env"]}
         assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio:9000"
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN"):
-            ref = env[key]["valueFrom"]["secretKeyRef"]
-            assert ref["name"] == "lift-s3" and ref["key"] == key and "value" not in env[key]
-        assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
-        assert "optional" not in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
+        # The Secret as read-only files (the default), the SDKs pointed at them; no credential in a variable.
+        assert volumes["credentials"]["secret"] == {"secretName": "lift-s3", "defaultMode": 0o440}
+        assert env["AWS_SHARED_CREDENTIALS_FILE"]["value"] == f"{stagejob.CREDENTIALS_DIR}/credentials"
+        assert env["HF_TOKEN_PATH"]["value"] == f"{stagejob.CREDENTIALS_DIR}/HF_TOKEN"
+        assert not any("valueFrom" in e for e in env.values())
         assert spec["restartPolicy"] == "OnFailure"
     run = job["spec"]["runPolicy"]
     assert run == {"backoffLimit": 3, "cleanPodPolicy": "None", "ttlSecondsAfterFinished": 86400}
@@ -180,16 +183,118 @@ def test_bad_submissions_fail_before_anything_is_sent(argv, message, capsys):
 
 
 def test_dry_run_pods_pass_the_security_scanner(tmp_path, capsys):
-    """The pods the operator makes from every case's replica templates, through checkov, with only the project's
-    accepted findings (the same list as the chart's)."""
-    pods = []
+    """The pods the operator makes from every case's replica templates, and the pod Trainer makes of the case's
+    TrainJob, through checkov, with only the project's accepted findings (the same list as the chart's)."""
+    pods, trainer_pods = [], []
     for case, (argv, _) in CASES.items():
         pods += pods_from_job(_dry_run(capsys, *_flag(argv, "-n", "lift")))
+        job = _dry_run(capsys, *_as_trainjob(argv, "-n", "lift"))
+        # the pod Trainer makes of the TrainJob on its torch-distributed runtime
+        pod = trainjob_pod(job, {})
+        name = f"{job['metadata']['name']}-node-0-0"
+        trainer_pods.append({"apiVersion": "v1", "kind": "Pod", "spec": pod["spec"],
+                             "metadata": {"name": name, "namespace": "lift", **pod["metadata"]}})
     (tmp_path / "pods.yaml").write_text(yaml.safe_dump_all(pods))
+    (tmp_path / f"trainjobs{TRAINER_RUNTIME_FILE}").write_text(yaml.safe_dump_all(trainer_pods))
     write_network_policies(tmp_path, "lift")
     failed = run_checkov([tmp_path])
-    unexpected = [f for f in failed if f["check_id"] not in CHECKOV_SKIPS]
+    unexpected = [f for f in failed if not accepted(f)]
     assert not unexpected, "checkov findings:\n" + describe(unexpected)
+
+
+def test_credentials_as_environment_variables_on_request(capsys):
+    job = _dry_run(capsys, *_flag(CASES["gpu-4x8-secret"][0], "--credentials", "env"))
+    for c in _containers(job).values():
+        env = {e["name"]: e for e in c["env"]}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN"):
+            ref = env[key]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "lift-s3" and ref["key"] == key and "value" not in env[key]
+        assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+        assert "optional" not in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]
+        assert "AWS_SHARED_CREDENTIALS_FILE" not in env and stagejob.CREDENTIALS_DIR not in str(c["volumeMounts"])
+
+
+# --------------------------------------------------------------------------------------------- TrainJob
+def _as_trainjob(argv, *flags: str) -> list[str]:
+    """A case's arguments for `--api trainjob`, without the PyTorchJob-only --priority-class and --ttl."""
+    argv = list(argv)
+    for flag in ("--priority-class", "--ttl"):
+        if flag in argv:
+            del argv[argv.index(flag):argv.index(flag) + 2]
+    return _flag(argv, "--api", "trainjob", *flags)
+
+
+def test_pytorchjob_only_options_are_refused_for_a_trainjob(capsys):
+    assert cli.main(["submit", *_flag(CASES["gpu-4x8-secret"][0], "--api", "trainjob", "--dry-run")]) != 0
+    assert "--priority-class and --ttl are PyTorchJob options" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_trainjob_dry_run_is_valid_and_runs_the_pytorchjobs_stage(case, capsys):
+    """`--api trainjob` renders the same stage job: strict v2.3.0 CRD schema and CEL rules, and the pod Trainer
+    makes of it (torch-distributed runtime + patches + trainer) is the PyTorchJob's hardened pod."""
+    argv, replicas = CASES[case]
+    job = _dry_run(capsys, *_as_trainjob(argv))
+    pytorch = _dry_run(capsys, *argv)
+    assert (job["apiVersion"], job["kind"]) == ("trainer.kubeflow.org/v1alpha1", "TrainJob")
+    assert trainer_errors(job) == [] and trainjob.admission_errors(job) == []
+    assert job["spec"]["runtimeRef"] == {"apiGroup": "trainer.kubeflow.org", "kind": "ClusterTrainingRuntime",
+                                         "name": "torch-distributed"}
+    assert job["spec"]["trainer"]["numNodes"] == sum(replicas.values())
+    pod = trainjob_pod(job, {})
+    assert_valid_pod(pod, name=f"{job['metadata']['name']}-node-0-0")
+    (theirs,) = pod["spec"]["containers"]
+    ours = next(iter(pytorch["spec"]["pytorchReplicaSpecs"].values()))["template"]
+    mine = ours["spec"]["containers"][0]
+    for key in ("image", "env", "resources", "securityContext", "volumeMounts"):
+        assert theirs[key] == mine[key], key
+    for key in ("securityContext", "serviceAccountName", "volumes", "nodeSelector"):
+        assert pod["spec"].get(key) == ours["spec"].get(key), key
+    # the same `lift ...` command after torchrun's flags
+    assert theirs["args"][theirs["args"].index("-m"):] == mine["args"][mine["args"].index("-m"):]
+    assert job["metadata"]["labels"] == pytorch["metadata"]["labels"]
+
+
+def test_trainjob_rendezvous_static_and_elastic(capsys):
+    static = _dry_run(capsys, *_as_trainjob(CASES["gpu-4x8-secret"][0]))["spec"]["trainer"]
+    assert static["args"][:8] == ["--nnodes", "$(PET_NNODES)", "--node_rank", "$(PET_NODE_RANK)", "--master_addr",
+                                  "$(PET_MASTER_ADDR)", "--master_port", "$(PET_MASTER_PORT)"]
+    assert (static["numNodes"], static["numProcPerNode"]) == (4, 8)
+    elastic = _dry_run(capsys, *_as_trainjob(CASES["elastic"][0]))["spec"]["trainer"]
+    assert elastic["numNodes"] == 4 and elastic["args"][:8] == [
+        "--rdzv_backend", "c10d", "--rdzv_endpoint", "$(PET_MASTER_ADDR):$(PET_MASTER_PORT)", "--rdzv_id",
+        "lift-critic-el", "--nnodes", "2:4"]
+    from torch.distributed.run import get_args_parser
+
+    run = get_args_parser().parse_args(elastic["args"])
+    assert (run.nnodes, run.rdzv_backend, run.max_restarts, run.module) == ("2:4", "c10d", 3, True)
+
+
+def test_strict_trainer_crd_rejects_a_misspelt_field(capsys):
+    job = _dry_run(capsys, *_as_trainjob(CASES["gpu-4x8-secret"][0]))
+    job["spec"]["trainer"]["resourcesPerNod"] = {}
+    job["spec"]["runtimeRef"]["kindd"] = "ClusterTrainingRuntime"
+    errors = trainer_errors(job)
+    assert any("resourcesPerNod" in e for e in errors) and any("kindd" in e for e in errors), errors
+
+
+@pytest.mark.parametrize("api", ["pytorchjob", "trainjob"])
+def test_queue_labels_the_job_and_creates_it_suspended(api, capsys):
+    argv = _as_trainjob(CASES["gpu-4x8-secret"][0]) if api == "trainjob" else CASES["gpu-4x8-secret"][0]
+    job = _dry_run(capsys, *_flag(argv, "--queue", "team-a", "--workload-priority", "batch-low"))
+    labels = job["metadata"]["labels"]
+    assert (labels[stagejob.QUEUE_LABEL], labels[stagejob.PRIORITY_LABEL]) == ("team-a", "batch-low")
+    assert (job["spec"]["suspend"] if api == "trainjob" else job["spec"]["runPolicy"]["suspend"]) is True
+    assert "kueue.x-k8s.io" not in yaml.safe_dump(pod_of(job)["metadata"])
+    plain = _dry_run(capsys, *argv)
+    assert "suspend" not in (plain["spec"] if api == "trainjob" else plain["spec"]["runPolicy"])
+
+
+def pod_of(job: dict) -> dict:
+    if job["kind"] == "TrainJob":
+        return job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0][
+            "template"]["spec"]["template"]
+    return next(iter(job["spec"]["pytorchReplicaSpecs"].values()))["template"]
 
 
 # --------------------------------------------------------------------------------------------- webhook / schema
@@ -300,6 +405,33 @@ def test_submit_posts_the_job_to_the_current_context_namespace(api, capsys):
     assert _dry_run(capsys, *argv) == body
     master = body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert master["args"][-4:] == ["lift", "align", "run=s3://b/run", "trainer.lr=1e-5"]
+
+
+TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs"
+
+
+def test_submit_posts_the_trainjob(api, capsys):
+    api.responses[("POST", TRAINJOBS.format(ns="team-a"))] = (201, lambda body: body)
+    argv = _as_trainjob(CASES["gpu-4x8-secret"][0], "--queue", "gpu")
+    assert cli.main(["submit", *argv]) == 0
+    assert capsys.readouterr().out.strip() == NAME
+    (request,) = api.requests
+    assert (request["method"], request["path"]) == ("POST", TRAINJOBS.format(ns="team-a"))
+    assert request["auth"] == "Bearer loopback-token"
+    body = request["body"]
+    assert body["metadata"]["namespace"] == "team-a" and body["spec"]["suspend"] is True
+    assert trainer_errors(body) == []
+    assert _dry_run(capsys, *argv) == body  # what was sent is what --dry-run prints
+
+
+def test_submit_trainjob_refused_by_the_cluster_is_one_line(api, capsys):
+    api.responses[("POST", TRAINJOBS.format(ns="team-a"))] = (404, {
+        "kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404,
+        "message": "the server could not find the requested resource"})
+    assert cli.main(["submit", "align", "--name", NAME, "--api", "trainjob"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"lift: error: creating TrainJob team-a/{NAME}: 404")
+    assert "could not find the requested resource" in err[-1]
 
 
 def test_submit_honours_context_and_namespace_flags(api, capsys):

@@ -45,6 +45,27 @@ app.kubernetes.io/part-of: lift
 {{- end }}
 {{- end }}
 
+{{/*
+Labels of a stage's job (PyTorchJob, TrainJob, TrainingRuntime): the standard ones, the stage, and Kueue's queue
+and WorkloadPriorityClass when set. Kueue reads them on the job only; the pods do not carry them (Kueue's pod
+integration would otherwise queue each pod a second time). Call with (dict "root" $ "name" STAGE "stage" MERGED).
+*/}}
+{{- define "lift.jobLabels" -}}
+{{ include "lift.labels" .root }}
+app.kubernetes.io/component: {{ .name }}
+{{- with .root.Values.queue }}
+kueue.x-k8s.io/queue-name: {{ . }}
+{{- end }}
+{{- with .stage.workloadPriorityClass }}
+kueue.x-k8s.io/priority-class: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* Where the credentials Secret is mounted (storage.secret.mount file). */}}
+{{- define "lift.credentialsDir" -}}
+/var/run/secrets/lift
+{{- end }}
+
 {{/* Name of the ServiceAccount the stage pods run as. */}}
 {{- define "lift.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}

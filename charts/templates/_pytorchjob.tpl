@@ -1,5 +1,6 @@
 {{/*
-The PyTorchJob of one stage and its pod template. templates/pytorchjobs.yaml calls, for each stage,
+The PyTorchJob of one stage and the stage pod that both job APIs run (_trainjob.tpl wraps the same pod).
+templates/jobs.yaml calls, for each stage,
   include "lift.pytorchjob" (dict "root" $ "name" STAGE)
 which renders nothing when the stage is disabled.
 
@@ -66,7 +67,17 @@ carries no launcher flags. The data stage is one plain `lift data` process.
   value: {{ . | quote }}
 {{- end }}
 {{- $secret := .Values.storage.secret }}
-{{- if $secret.name }}
+{{- if and $secret.name (eq $secret.mount "file") }}
+{{- if $secret.webIdentityRoleArn }}
+- name: AWS_ROLE_ARN
+  value: {{ $secret.webIdentityRoleArn | quote }}
+- name: AWS_WEB_IDENTITY_TOKEN_FILE
+  value: {{ printf "%s/token" (include "lift.credentialsDir" .) | quote }}
+{{- else }}
+- name: AWS_SHARED_CREDENTIALS_FILE
+  value: {{ printf "%s/credentials" (include "lift.credentialsDir" .) | quote }}
+{{- end }}
+{{- else if $secret.name }}
 {{- range $var, $key := dict "AWS_ACCESS_KEY_ID" $secret.accessKeyIdKey "AWS_SECRET_ACCESS_KEY" $secret.secretAccessKeyKey "AWS_SESSION_TOKEN" $secret.sessionTokenKey }}
 {{- if $key }}
 - name: {{ $var }}
@@ -94,6 +105,11 @@ carries no launcher flags. The data stage is one plain `lift data` process.
   mountPath: {{ printf "%s/.cache" (trimSuffix "/" .Values.home) | quote }}
 - name: dshm
   mountPath: /dev/shm
+{{- if and .Values.storage.secret.name (eq .Values.storage.secret.mount "file") }}
+- name: credentials
+  mountPath: {{ include "lift.credentialsDir" . }}
+  readOnly: true
+{{- end }}
 {{- with .Values.extraVolumeMounts }}
 {{ toYaml . }}
 {{- end }}
@@ -233,6 +249,18 @@ spec:
       emptyDir:
         medium: Memory
         sizeLimit: {{ $stage.shmSizeLimit | quote }}
+    {{- $secret := $root.Values.storage.secret }}
+    {{- if and $secret.name (eq $secret.mount "file") }}
+    # The credentials Secret as read-only files (group-readable through fsGroup), never as environment variables.
+    - name: credentials
+      secret:
+        secretName: {{ $secret.name | quote }}
+        defaultMode: 288
+        optional: {{ $secret.optional }}
+        items:
+          - key: {{ $secret.credentialsKey | quote }}
+            path: {{ ternary "token" "credentials" (ne $secret.webIdentityRoleArn "") }}
+    {{- end }}
     {{- with $root.Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -257,8 +285,7 @@ metadata:
   name: {{ include "lift.jobName" . }}
   namespace: {{ $root.Release.Namespace }}
   labels:
-    {{- include "lift.labels" $root | nindent 4 }}
-    app.kubernetes.io/component: {{ .name }}
+    {{- include "lift.jobLabels" (dict "root" $root "name" .name "stage" $stage) | nindent 4 }}
 spec:
   nprocPerNode: {{ $nproc | toString | quote }}
   {{- if $stage.elastic.enabled }}
@@ -282,7 +309,7 @@ spec:
     {{- if $run.activeDeadlineSeconds }}
     activeDeadlineSeconds: {{ $run.activeDeadlineSeconds | int64 }}
     {{- end }}
-    suspend: {{ $run.suspend }}
+    suspend: {{ or $run.suspend (ne $root.Values.queue "") }}
     {{- with $run.schedulingPolicy }}
     schedulingPolicy:
       {{- toYaml . | nindent 6 }}

@@ -89,7 +89,8 @@ def add_parsers(sub) -> None:
     for stage in component.COMMANDS:
         s = stages.add_parser(
             stage, add_help=False, help=f"submit `lift {stage}`",
-            description=f"Submit `lift {stage}` as a PyTorchJob or TrainJob. -h is TorchX's named resource, as in `torchx run`; "
+            description=f"Submit `lift {stage}` as a PyTorchJob or TrainJob. -h is TorchX's named resource, as in "
+                        "`torchx run`; "
                         "--help shows this text.",
         )
         s.add_argument("--help", action="help", help="show this help message and exit")

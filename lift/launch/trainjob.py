@@ -9,9 +9,10 @@ PET_MASTER_ADDR/PORT, PET_NPROC_PER_NODE). The TrainJob sets what its API lets a
   numProcPerNode and resourcesPerNode (requests = limits);
 - `spec.runtimePatches` (v2.3.0's only way to shape the runtime's pods): the pod's security context, service
   account, node selector and volumes (scratch emptyDirs, claims, the credentials Secret), and the container's
-  security context and mounts. Trainer v2.3.0 does not let a patch set `automountServiceAccountToken` or
-  `priorityClassName`: with a runtime that does not set them, the ServiceAccount's own automount setting applies
-  (the chart's account mounts none) and priority comes from Kueue's WorkloadPriorityClass label;
+  security context and mounts. Trainer v2.3.0 does not let a patch set `automountServiceAccountToken`,
+  `imagePullPolicy` or `priorityClassName`: with a runtime that does not set them, the ServiceAccount's own automount
+  setting applies (the chart's account mounts none), a digest pins the image, and priority comes from Kueue's
+  WorkloadPriorityClass label;
 - rendezvous: static from the PET_* variables, or for an elastic `-j MIN:MAXxN` a c10d rendezvous at node 0
   (Trainer v2.3.0's torch policy has no elastic settings, so torchrun's own flags carry them); numNodes is MAX;
 - Kueue: with a queue, the queue-name label and `spec.suspend: true`.
@@ -37,7 +38,7 @@ GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "TrainJob"
 RUNTIME = "torch-distributed"  # Trainer's ClusterTrainingRuntime for PyTorch
-REPLICATED_JOB = CONTAINER = "node"  # the runtime's replicated job and training container, as the torch plugin names them
+REPLICATED_JOB = CONTAINER = "node"  # the runtime's replicated job and training container (the torch plugin's names)
 PATCH_MANAGER = "lift.kubeflow.org/submit"  # owner of the runtime patch
 
 
