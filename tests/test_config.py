@@ -155,6 +155,6 @@ def test_a_stage_alone_resolves_to_what_the_pipeline_runs(tmp_path):
 
 def test_pipeline_schema_is_composed_from_the_registry():
     fields = [f.name for f in dataclasses.fields(stages.PipelineConfig)]
-    assert fields == ["run", *(s.section for s in stages.STAGES.values())]
+    assert fields == ["run", "rounds", *(s.section for s in stages.STAGES.values())]
     with pytest.raises(config.ConfigError, match="unknown stage 'finetune'"):
         stages.load("finetune")
