@@ -7,11 +7,9 @@ direct computation, and `lift critic` (the cluster recipe, 2 ranks), `lift criti
 
 from __future__ import annotations
 
+import gc
 import json
 import math
-import os
-import subprocess
-import sys
 import unicodedata
 
 import pytest
@@ -134,14 +132,19 @@ def test_video_processor_at_8_frames_of_480x720(name, processors):
         assert enc["second_per_grid_ts"].tolist() == pytest.approx([2 / 1.33])
 
 
+@pytest.fixture(scope="module")
+def collate(folders) -> critic.Collate:
+    """Training's collate over the Qwen2.5-VL-7B processor folder (LiFT's sampling rate of 8 frames per 6 s)."""
+    return critic.Collate(folders["qwen2.5-vl-7b"], fps=1.33)
+
+
 @pytest.mark.parametrize("answer_format", ["label_first", "reason_first"])
-def test_answer_mask_with_the_real_tokenizer(answer_format, folders):
+def test_answer_mask_with_the_real_tokenizer(answer_format, collate):
     answers = [critic.answer_text("Normal", "The square jitters.", answer_format),
                critic.answer_text("Bad", "\nThe frames are blurred; edges smear.", answer_format)]
     items = [{"frames": _frames(8, 56, 84, seed=i),
               "example": critic.CriticExample("v", "two yellow squares move right", "motion", a, str(i))}
              for i, a in enumerate(answers)]
-    collate = critic.Collate(folders["qwen2.5-vl-7b"], fps=1.33)
     batch = collate(items)
     tok = collate.processor.tokenizer
     for row, answer in enumerate(answers):
@@ -190,11 +193,11 @@ def _direct_label_probs(model, processor, text: str, frames: torch.Tensor, fps: 
     scores = []
     for label, ids in zip(labels, full):
         enc = critic.encode(processor, [text + critic.label_text(label, answer_format)], [frames], fps)
-        with torch.no_grad():
-            logp = torch.log_softmax(model(**enc).logits[0].float(), dim=-1)
-        length = enc["input_ids"].shape[1]
         n = len(ids) - keep  # the label's tokens (and any of the text's end it re-tokenizes)
-        scores.append(sum(float(logp[length - n - 1 + j, ids[keep + j]]) for j in range(n)))
+        with torch.no_grad():  # the logits of the positions predicting them: the last n + 1 but the very last
+            logp = torch.log_softmax(model(**enc, logits_to_keep=n + 1).logits[0, :-1].float(), dim=-1)
+        assert enc["input_ids"][0, -n:].tolist() == ids[keep:]
+        scores.append(sum(float(logp[j, ids[keep + j]]) for j in range(n)))
     return torch.softmax(torch.tensor(scores), dim=0)
 
 
@@ -216,3 +219,71 @@ def test_label_probabilities_equal_the_direct_computation(labels, ending, critic
         direct = _direct_label_probs(scorer.model, scorer.processor, text, f, scorer.fps, labels, "label_first")
         assert torch.allclose(probs[row], direct, atol=2e-5), (row, probs[row], direct)
     assert not torch.allclose(probs[0], probs[3]), "a different video changes the label probabilities"
+
+
+def _hra_subset(toy_data: str, url: str, train: int, test: int) -> list[dict]:
+    """A data folder at `url` with the first `train` and `test` records of the toy world (and their videos)."""
+    records = [json.loads(line) for line in storage.read_text(f"{toy_data}/{hra.MANIFEST}").splitlines() if line]
+    chosen = [r for r in records if r["split"] == "train"][:train] + [r for r in records if r["split"] == "test"][:test]
+    fs, _ = storage.filesystem(url)
+    for r in chosen:
+        fs.put(f"{toy_data}/{r['video']}", storage.filesystem(f"{url}/{r['video']}")[1])
+    storage.write_text(f"{url}/{hra.MANIFEST}", "".join(json.dumps(r) + "\n" for r in chosen))
+    return chosen
+
+
+@pytest.mark.slow
+def test_critic_stages_at_real_width(critic_2b, toy_data, s3_url, torchrun_lift, tmp_path, monkeypatch):
+    """The cluster recipe (configs/cluster/critic-qwen2.5-vl-7b.yaml: LoRA r128, frozen vision, grad_accum 2, FSDP,
+    activation checkpointing) on 2 ranks, then critic-eval and score in both modes, on the real-width Qwen2-VL-2B
+    (one block per tower). 3 train videos = 9 examples: at batch 1 x 2 ranks x grad_accum 2 an epoch is 2 steps and
+    one example sits out, so step 3 starts the second epoch. Data and results go through s3://; the run folder
+    (checkpoints, the 1.3 GB float32 export) is local, because the loopback S3 server keeps objects in this test
+    process's memory. The 7B's 1.09B parameters at one layer (mostly its untied 152k-token embeddings and head)
+    would take ~4.4 GB per rank in float32: its tokenizer and processor are tested above, its weights not here."""
+    from safetensors import safe_open
+
+    data, run = f"{s3_url}/data", str(tmp_path / "run")
+    chosen = _hra_subset(toy_data, data, train=3, test=2)
+    monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
+    done = torchrun_lift("critic", "--config", "configs/cluster/critic-qwen2.5-vl-7b.yaml", f"run={run}",
+                         f"data={data}", f"model.name_or_path={critic_2b}", "trainer.batch_size=1",
+                         "trainer.max_steps=3", "trainer.warmup_ratio=0", "trainer.checkpoint_every=2",
+                         "trainer.num_workers=0", "trainer.log_every=1")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "steps_per_epoch=2" in done.stderr and "examples=9" in done.stderr, done.stderr[-3000:]
+    assert storage.read_marker(f"{run}/critic")["counts"]["steps"] == 3
+    export = f"{run}/critic/model"
+    with safe_open(f"{export}/model.safetensors", "pt") as new, \
+            safe_open(f"{critic_2b}/model.safetensors", "pt") as old:
+        assert not any("lora" in k for k in new.keys()), "LoRA is merged into the exported weights"
+        keys = set(new.keys())
+        attn = next(k for k in keys if k.endswith("layers.0.self_attn.q_proj.weight"))
+        vision = next(k for k in keys if "visual" in k and k.endswith("qkv.weight"))
+        assert not torch.equal(new.get_tensor(attn), old.get_tensor(attn).float()), "LoRA trained the language model"
+        assert torch.equal(new.get_tensor(vision), old.get_tensor(vision).float()), "the vision tower is frozen"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(export)
+    added = real.config("qwen2-vl-2b", "tokenizer_config.json")["added_tokens_decoder"]
+    assert len(tok) == real.QWEN2_BPE_TOKENS + len(added) and tok.encode("Hello world") == [9707, 1879]
+
+    counts = runner.run_stage("critic-eval", stages.load("critic-eval", None, [
+        f"data={data}", f"critic={export}", f"out={s3_url}/eval", "batch_size=2"]))
+    result = storage.read_json(f"{s3_url}/eval/accuracy.json")
+    assert counts["videos"] == result["videos"] == 2
+    assert all(sum(sum(row.values()) for row in result["confusion"][d].values()) == 2 for d in hra.DIMENSIONS)
+    gc.collect()
+    for mode in ("logits", "generate"):
+        cfg = stages.load("score", None, [f"rollouts={data}", f"critic={export}", f"out={s3_url}/scores-{mode}",
+                                          f"mode={mode}", "batch_size=3", "max_new_tokens=4"])
+        counts = runner.run_stage("score", cfg)
+        lines = [json.loads(x) for x in storage.read_text(f"{s3_url}/scores-{mode}/scores.jsonl").splitlines()]
+        assert counts["videos"] == len(lines) == len(chosen)
+        for rec in lines:
+            assert rec["mode"] == mode and set(rec["labels"]) == set(hra.DIMENSIONS)
+            if mode == "logits":
+                assert all(sum(rec["probs"][d].values()) == pytest.approx(1.0, abs=1e-4) for d in hra.DIMENSIONS)
+                assert rec["reward"] == pytest.approx(scoring.reward_from_probs(
+                    rec["probs"], cfg.label_scores, cfg.dimension_weights), abs=1e-5)
+        gc.collect()
