@@ -266,6 +266,7 @@ def test_full_queue_answers_429_with_retry_after(server, rated):
     assert "max_queue" in refused.json()["error"]
 
 
+@pytest.mark.slow
 def test_restart_keeps_the_cache(server, rated):
     """The cache lives in object storage (here file://): a restarted server answers from it, same record."""
     folder, expected = rated
