@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -91,6 +91,89 @@ def _fetch(url: str) -> str:
 
 
 
+class Checkpoint:
+    """The safetensors weights of one model folder, read tensor by tensor and row range by row range.
+
+    Each read maps its file and is unmapped once the rows it returns are freed: only those rows' pages become
+    resident, and only until the caller has copied them, so a rank reading the rows of its FSDP shard holds that
+    shard and no more. (A file kept open would keep every page read resident; safetensors' "pread" backend reads a
+    whole tensor to slice it.) `rename` maps a file's tensor names to the model's (transformers renames older
+    layouts on load). A `parallel.Source`.
+    """
+
+    def __init__(self, folder: str, stem: str, rename: Callable[[str], str] = lambda name: name):
+        from safetensors import safe_open
+
+        index = os.path.join(folder, f"{stem}.safetensors.index.json")
+        if os.path.isfile(index):
+            with open(index) as f:
+                files = sorted(set(json.load(f)["weight_map"].values()))
+        elif os.path.isfile(os.path.join(folder, f"{stem}.safetensors")):
+            files = [f"{stem}.safetensors"]
+        else:
+            raise FileNotFoundError(f"{folder}: no {stem}.safetensors or {stem}.safetensors.index.json")
+        self.where: dict[str, tuple[str, str]] = {}  # model name -> (file, name in the file)
+        for file in files:
+            with safe_open(os.path.join(folder, file), "pt") as handle:
+                self.where.update((rename(name), (os.path.join(folder, file), name)) for name in handle.keys())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.where
+
+    def read(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+        from safetensors import safe_open
+
+        file, stored = self.where[name]
+        with safe_open(file, "pt") as handle:
+            return handle.get_tensor(stored) if start is None else handle.get_slice(stored)[start:stop]
+
+
+def critic_skeleton(name_or_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, Checkpoint]:
+    """The critic of `name_or_path` built from its config with its parameters on the meta device and its buffers
+    computed (rotary frequencies), for `parallel.EmptyModel`, and its weights, named as the model names them."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForImageTextToText
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+    path = local_dir(name_or_path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32,
+                                                        trust_remote_code=trust_remote_code)
+    model.tie_weights()  # the context re-creates each parameter it registers, and so unties them
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    names = model.state_dict()  # meta tensors: which names the model has, for the base-model prefix
+
+    def rename(stored: str) -> str:
+        name, converter = rename_source_key(stored, renamings, converters, model.base_model_prefix, names)
+        if converter is not None:
+            raise ValueError(f"{path}: weight {stored} is converted by transformers on load ({converter}), "
+                             "which a sharded load cannot do; convert the checkpoint with save_pretrained first")
+        return name
+
+    return model, Checkpoint(path, "model", rename)
+
+
+def t2v_skeleton(family: str, name_or_path: str) -> tuple[torch.nn.Module, Checkpoint]:
+    """The diffusion transformer of a text-to-video pipeline built from its config with its parameters on the meta
+    device and its buffers computed (sincos tables, rotary frequencies), for `parallel.EmptyModel`, and its weights."""
+    import diffusers
+    from accelerate import init_empty_weights
+
+    path = local_dir(name_or_path)
+    library, cls = getattr(diffusers, families.get(family).pipeline).load_config(path)["transformer"]
+    if library != "diffusers":
+        raise ValueError(f"{path}: transformer class {library}.{cls} is not one of diffusers' own; "
+                         "only those load sharded")
+    model_cls = getattr(diffusers, cls)
+    with init_empty_weights(include_buffers=False):
+        model = model_cls.from_config(model_cls.load_config(path, subfolder="transformer"))
+    return model, Checkpoint(os.path.join(path, "transformer"), "diffusion_pytorch_model")
+
+
 def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                 trust_remote_code: bool = False) -> tuple[PreTrainedModel, ProcessorMixin]:
     """(model, processor) of a video VLM critic in transformers layout (Qwen2-VL / Qwen2.5-VL and kin).
@@ -108,16 +191,24 @@ def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: s
 
 
 def load_t2v(family: str, name_or_path: str, dtype: torch.dtype = torch.float32,
-             device: str | torch.device = "cpu", trust_remote_code: bool = False) -> DiffusionPipeline:
+             device: str | torch.device = "cpu", trust_remote_code: bool = False,
+             transformer: torch.nn.Module | None = None) -> DiffusionPipeline:
     """A diffusers text-to-video pipeline of a family of lift/models/families, computing in `dtype` except where
     the family fixes a component's dtype (`Family.dtypes`: Wan's VAE stays in float32).
 
+    Each component is read straight into its dtype on `device` (on a GPU diffusers' `device_map`, for the current
+    CUDA device: no float32 copy of a frozen text encoder ever exists, nor one on the host). `transformer`, one the
+    caller built (e.g. empty, to shard and load it itself), replaces the pipeline's own, which is then not read.
     Custom component code in the folder runs only with `trust_remote_code=True` (the config's
     `model.trust_remote_code`); weights load from safetensors only.
     """
     import diffusers
 
     spec = families.get(family)
-    pipeline = getattr(diffusers, spec.pipeline).from_pretrained(
-        local_dir(name_or_path), dtype=spec.dtypes(dtype), trust_remote_code=trust_remote_code, use_safetensors=True)
-    return pipeline.to(device)
+    device = torch.device(device)
+    if device.type == "cuda" and device.index not in (None, torch.cuda.current_device()):
+        raise ValueError(f"load_t2v: {device} is not the current CUDA device (torch.cuda.set_device first)")
+    given = {} if transformer is None else {"transformer": transformer}
+    return getattr(diffusers, spec.pipeline).from_pretrained(
+        local_dir(name_or_path), dtype=spec.dtypes(dtype), trust_remote_code=trust_remote_code, use_safetensors=True,
+        device_map=None if device.type == "cpu" else device.type, **given)

@@ -244,13 +244,14 @@ def run(cfg: DictConfig) -> dict:
     family = families.get(cfg.model.family)
     examples, stats = build_examples(cfg)
     logs.event(log, "alignment data", **stats)
-    # The transformer trains from float32 weights (FSDP2's policy or autocast computes in bf16); the encoders, which
-    # only fill the latent cache, run in the family's compute dtypes.
-    dtypes = family.dtypes(dist.compute_dtype(runtime.device, cfg.trainer.mixed_precision))
-    pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path, device=runtime.device,
-                           trust_remote_code=cfg.model.trust_remote_code)
-    pipe.vae.to(dtypes["vae"])
-    pipe.text_encoder.to(dtypes["default"])
+    # The transformer trains from float32 weights (FSDP2's policy or autocast computes in bf16): it is built empty,
+    # sharded, and each rank reads only its shard (parallel.EmptyModel). The encoders, which only fill the latent
+    # cache, load straight into the family's compute dtypes on the device.
+    skeleton, weights = models.t2v_skeleton(cfg.model.family, cfg.model.name_or_path)
+    built = parallel.EmptyModel(skeleton)
+    pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path,
+                           dtype=dist.compute_dtype(runtime.device, cfg.trainer.mixed_precision),
+                           device=runtime.device, trust_remote_code=cfg.model.trust_remote_code, transformer=skeleton)
     cache = LatentCache(cfg.out, cfg)
     latent_urls = cache.fill(examples, pipe, family, cfg, runtime)
     empty = None
@@ -264,7 +265,8 @@ def run(cfg: DictConfig) -> dict:
     transformer.train()
     if cfg.trainer.activation_checkpointing:
         transformer.enable_gradient_checkpointing()
-    transformer = parallel.shard_model(transformer, family.blocks(transformer), runtime, cfg.trainer)
+    transformer = parallel.shard_model(transformer, family.blocks(transformer), runtime, cfg.trainer,
+                                       lambda m: built.materialise(m, runtime.device, weights))
     loss_fn = make_loss_fn(pipe, family, cfg.trainer.seed, runtime.device, cfg.caption_dropout, empty)
     fingerprint = {"base": cfg.model.name_or_path, "family": cfg.model.family,
                    "objective": OmegaConf.to_container(cfg.objective), "shape": [cfg.frames, cfg.height, cfg.width],

@@ -88,14 +88,16 @@ def run(cfg: DictConfig) -> dict:
     """`lift critic`: SFT of the critic on the train split, then export."""
     runtime = dist.init()
     examples = examples_from_manifest(cfg.data, "train", cfg.model.answer_format, cfg.model.with_reasons)
-    model, processor = models.load_critic(cfg.model.name_or_path, device=runtime.device,
-                                          trust_remote_code=cfg.model.trust_remote_code)
+    # Built empty, adapted and sharded, then each rank reads only its shard (parallel.EmptyModel)
+    skeleton, weights = models.critic_skeleton(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    empty = parallel.EmptyModel(skeleton)
     torch.manual_seed(cfg.trainer.seed)  # adapters are initialised randomly: same seed, same run
-    model = adapt(model, cfg)
+    model = empty.adapt(lambda m: adapt(m, cfg))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logs.event(log, "critic model", base=cfg.model.name_or_path, trainable=trainable, examples=len(examples),
                answer_format=cfg.model.answer_format, lora=cfg.lora.enabled)
-    model = parallel.shard_model(model, blocks(model), runtime, cfg.trainer)
+    model = parallel.shard_model(model, blocks(model), runtime, cfg.trainer,
+                                 lambda m: empty.materialise(m, runtime.device, weights))
 
     def loss_fn(m, batch, step):
         inputs = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}

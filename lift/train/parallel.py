@@ -1,4 +1,5 @@
-"""FSDP2 mechanics shared by the training stages: sharding blocks and the root, gathering a full state dict, and
+"""FSDP2 mechanics shared by the training stages: sharding blocks and the root, materialising a model built on the
+meta device rank by rank (each rank allocates and reads only its shard), gathering a full state dict, and
 exporting the trained model in its library's layout.
 """
 
@@ -6,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -20,23 +21,150 @@ from lift.io import storage
 
 log = logging.getLogger(__name__)
 
+READ_BYTES = 64 << 20  # at most this much of a tensor is read at once: the load's overhead beyond the shard
+
+
+class Source(Protocol):
+    """Where an `EmptyModel`'s weights come from, by the names they have in the model as built (e.g. a
+    checkpoint's files): rows [start, stop) of a tensor, or all of it when start is None."""
+
+    def __contains__(self, name: str) -> bool: ...
+
+    def read(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor: ...
+
+
+class EmptyModel:
+    """A model built with its parameters on the meta device and its buffers computed, remembered as built.
+
+    torchtitan's way to load a model too big for one device: build it empty, adapt and `fully_shard` it, then let
+    each rank allocate and fill only its shard (`materialise`). What the model was built as is kept by module
+    identity, which adaptation (peft wraps modules, FSDP2 swaps their class) and `to_empty` keep: each module's
+    name as built (the checkpoint's names, whatever wrappers are added), its buffers' values (`to_empty` leaves
+    rotary frequencies and sincos tables that are not in any checkpoint as garbage) and its tied parameters.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.names = {module: name for name, module in model.named_modules()}
+        self.buffers = {(module, name): b for module in model.modules()
+                        for name, b in module.named_buffers(recurse=False)}
+        self.created: dict[tuple[torch.nn.Module, str], torch.Tensor] = {}
+        owners: dict[torch.Tensor, list[tuple[torch.nn.Module, str]]] = {}
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                owners.setdefault(p, []).append((module, name))
+        self.ties = [o for o in owners.values() if len(o) > 1]  # e.g. an lm_head sharing the embeddings
+
+    def _tie(self) -> None:
+        """Share each tied parameter again: `to_empty` and `to` give each module its own copy (FSDP2 does not)."""
+        for (module, name), *others in self.ties:
+            for other, other_name in others:
+                if getattr(other, other_name) is not getattr(module, name):
+                    setattr(other, other_name, getattr(module, name))
+
+    def adapt(self, fn: Callable[[torch.nn.Module], torch.nn.Module]) -> torch.nn.Module:
+        """`fn(model)` (e.g. peft's LoRA) with the parameters it creates initialised exactly as on a loaded model.
+
+        peft initialises adapters from the CPU generator and moves them to their base layer's device, where meta
+        would drop the values: so `fn` runs on CPU storage that is allocated but never written (`to_empty`; the OS
+        backs only pages that are touched), the values of the parameters it created are kept for `materialise`,
+        and the adapted model goes back to meta.
+        """
+        self.model.to_empty(device="cpu")
+        self._tie()
+        built = {(m, n) for m in self.model.modules() for n, _ in m.named_parameters(recurse=False)}
+        adapted = fn(self.model)
+        self.created = {(m, n): p.detach().clone() for m in adapted.modules()
+                        for n, p in m.named_parameters(recurse=False) if (m, n) not in built}
+        self.model = adapted.to("meta")
+        self._tie()
+        return self.model
+
+    def materialise(self, model: torch.nn.Module, device: torch.device, weights: Source) -> None:
+        """Allocate `model` (this model, maybe sharded) on `device` and fill it: every parameter and persistent
+        buffer with this rank's rows of it from `weights` by its name as built, parameters `adapt` created with
+        their initial values, other buffers as built. A tied parameter is filled once, from whichever of its names
+        `weights` has; a parameter found nowhere is an error naming it."""
+        model.to_empty(device=device)
+        self._tie()
+        aliases: dict[torch.Tensor, list[str]] = {}
+        with torch.no_grad():
+            for module in model.modules():
+                built = self.names.get(module)
+                prefix = f"{built}." if built else ""
+                for name, buf in module.named_buffers(recurse=False):
+                    if (module, name) in self.buffers:
+                        buf.copy_(self.buffers[(module, name)])
+                    if built is not None and name not in module._non_persistent_buffers_set \
+                            and prefix + name in weights:
+                        _fill(buf, weights, prefix + name)
+                for name, param in module.named_parameters(recurse=False):
+                    if (module, name) in self.created:
+                        _fill(param, _Values(self.created[(module, name)]), "")
+                    elif built is not None:
+                        aliases.setdefault(param, []).append(prefix + name)
+            for param, names in aliases.items():
+                found = next((n for n in names if n in weights), None)
+                if found is None:
+                    raise KeyError(f"{' / '.join(names)}: no such weight in the checkpoint")
+                _fill(param, weights, found)
+
+
+class _Values:
+    """A `Source` of one tensor (an adapter's initial values)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def __contains__(self, name: str) -> bool:
+        return True
+
+    def read(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+        return self.tensor if start is None else self.tensor[start:stop]
+
+
+def _fill(tensor: torch.Tensor, weights: Source, name: str) -> None:
+    """Copy this rank's rows of `name` into `tensor` (a DTensor sharded on dim 0 by FSDP2, or a whole tensor),
+    reading at most READ_BYTES at a time."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    local, start = tensor, 0
+    if isinstance(tensor, DTensor):
+        if tuple(tensor.placements) != (Shard(0),):
+            raise ValueError(f"{name}: sharded as {tensor.placements}; only FSDP2's Shard(0) is loaded by rows")
+        local = tensor.to_local()
+        step = -(-tensor.shape[0] // tensor.device_mesh.size())  # torch.chunk's split, as FSDP2 shards
+        start = min(tensor.device_mesh.get_local_rank() * step, tensor.shape[0])
+    if local.dim() == 0:
+        local.copy_(weights.read(name))
+        return
+    rows = max(1, READ_BYTES // max(1, local[:1].numel() * local.element_size()))
+    for a in range(0, local.shape[0], rows):
+        b = min(a + rows, local.shape[0])
+        local[a:b].copy_(weights.read(name, start + a, start + b))
+
 
 def shard_model(model: torch.nn.Module, blocks: list[torch.nn.Module], runtime: dist.Runtime,
-                cfg: TrainerConfig) -> torch.nn.Module:
+                cfg: TrainerConfig, materialise: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
     """Parallelism in a fixed order: activation checkpointing is the caller's (library switch) ->
-    `fully_shard` per block -> `fully_shard` on the root. bf16 parameters with fp32 reductions on GPU."""
-    if not runtime.distributed:
-        return model
-    if not cfg.fsdp:
-        return torch.nn.parallel.DistributedDataParallel(model)
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    `fully_shard` per block -> `fully_shard` on the root. bf16 parameters with fp32 reductions on GPU.
 
-    mp = MixedPrecisionPolicy()
-    if (dtype := dist.compute_dtype(runtime.device, cfg.mixed_precision)) != torch.float32:
-        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
-    for block in blocks:
-        fully_shard(block, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
+    A model built on the meta device is given its weights by `materialise(model)` (e.g. `EmptyModel.materialise`):
+    after `fully_shard`, so each rank allocates and reads only its shard, or before DDP, which broadcasts rank 0's.
+    """
+    if runtime.distributed and cfg.fsdp:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mp = MixedPrecisionPolicy()
+        if (dtype := dist.compute_dtype(runtime.device, cfg.mixed_precision)) != torch.float32:
+            mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        for block in blocks:
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
+    if materialise is not None:
+        materialise(model)
+    if runtime.distributed and not cfg.fsdp:
+        return torch.nn.parallel.DistributedDataParallel(model)
     return model
 
 

@@ -1,0 +1,103 @@
+"""Sharded loading (torchtitan's way) under torchrun with 2 ranks on CPU: a model is built on the meta device,
+adapted and sharded, and each rank reads only its shard. A 1.6 GB critic at Qwen2-VL-2B's real width is loaded
+with each rank's peak memory measured; the loaded critic and the tiny zoo models compute and hold exactly what
+the plain one-process load (`from_pretrained`, then peft with the same seed) gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torchrun_load import FAMILIES, TOKENS, critic_video, t2v_inputs
+
+from lift import models, stages
+from lift.models import critic as critic_data
+from lift.models import families, real
+from lift.stages import critic
+from lift.train import parallel
+
+WORKER = Path(__file__).with_name("torchrun_load.py")
+
+
+@pytest.fixture(scope="module")
+def loaded(zoo_dir, tmp_path_factory) -> tuple[Path, Path, int]:
+    """(worker output, the real-width critic's folder, its bytes of float32 weights), after one 2-rank run."""
+    root = tmp_path_factory.mktemp("sharded-load")
+    real_dir = root / "qwen2-vl-2b"
+    model = real.critic("qwen2-vl-2b", layers=2, vision_layers=2)  # the 2B's width, 2+2 blocks, on meta
+    model.to_empty(device="cpu")
+    model.tie_weights()  # its lm_head is the embeddings: the file holds them once
+    generator = torch.Generator().manual_seed(0)
+    for p in model.parameters():
+        p.data.normal_(0.0, 0.02, generator=generator)
+    model.save_pretrained(real_dir)
+    total = sum(p.numel() * p.element_size() for p in model.parameters())  # the tied lm_head counted once
+    del model
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER),
+           str(root), zoo_dir, str(real_dir)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-4000:]
+    return root, real_dir, total
+
+
+@pytest.mark.slow
+def test_each_rank_holds_half_of_a_1gb_model_while_loading(loaded):
+    root, _, total = loaded
+    assert total > 1.5e9
+    for rank in (0, 1):
+        r = json.loads((root / f"rank{rank}.json").read_text())
+        assert r["differs"] == 0.0, "the shard holds the file's rows"
+        assert r["tied"], "the lm_head still shares the embeddings"
+        assert abs(r["local"] - total / 2) < 0.01 * total, "the shard is half the model"
+        # the shard, plus reads of at most parallel.READ_BYTES, buffers, LoRA adapters and allocator slack: never
+        # the whole model (the plain load's peak is all of it, 1.6 GB, on every rank)
+        assert r["local"] * 0.9 < r["peak"] < r["local"] + parallel.READ_BYTES + 100e6, r
+
+
+@pytest.mark.slow
+def test_sharded_real_critic_computes_as_the_plainly_loaded_one(loaded):
+    from transformers import AutoModelForImageTextToText
+
+    root, real_dir, _ = loaded
+    plain = AutoModelForImageTextToText.from_pretrained(real_dir)
+    with torch.no_grad():
+        expected = plain(input_ids=TOKENS).logits
+    torch.testing.assert_close(torch.load(root / "real.pt"), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_zoo_critic_loads_as_before_lora_adapters_included(loaded, zoo_dir):
+    """Before sharded loading, the critic stage loaded the whole model, seeded and applied peft: same values."""
+    root = loaded[0]
+    got = torch.load(root / "zoo.pt")["critic"]
+    cfg = stages.load("critic", None, [f"model.name_or_path={zoo_dir}/critic", "run=memory://unused",
+                                       "data=memory://unused", "lora.enabled=true", "model.freeze_vision=true"])
+    model, _ = models.load_critic(f"{zoo_dir}/critic")
+    torch.manual_seed(cfg.trainer.seed)
+    model = critic.adapt(model, cfg)
+    expected = model.state_dict()
+    assert got["weights"].keys() == expected.keys() and any("lora_A" in k for k in expected)
+    assert all(torch.equal(got["weights"][k], expected[k]) for k in expected)
+    inputs = critic_data.Collate(f"{zoo_dir}/critic", fps=4.0)([critic_video()])["inputs"]
+    torch.testing.assert_close(got["loss"], model(**inputs).loss.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_zoo_transformers_load_as_before(loaded, zoo_dir, name):
+    """Weights equal the pipeline's own; the loss (sincos table, rotary frequencies: buffers) is the same."""
+    got = torch.load(loaded[0] / "zoo.pt")[name]
+    pipe = models.load_t2v(name, f"{zoo_dir}/{name}")
+    expected = pipe.transformer.state_dict()
+    assert got["weights"].keys() == expected.keys()
+    assert all(torch.equal(got["weights"][k], expected[k]) for k in expected)
+    family = families.get(name)
+    latents, embeds, generators = t2v_inputs(pipe, family)
+    with torch.no_grad():
+        loss = family.loss(pipe, pipe.transformer, latents, embeds, generators)
+    torch.testing.assert_close(got["loss"], loss, rtol=1e-5, atol=1e-6)
