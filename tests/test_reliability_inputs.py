@@ -26,7 +26,7 @@ from lift.data import hra
 from lift.io import storage, video
 from lift.models import critic, scoring
 from lift.stages import critic as critic_stage
-from lift.stages import score
+from lift.stages import runner, score
 
 # --------------------------------------------------------------------------------------------------- the world
 
@@ -92,8 +92,25 @@ class World:
         return ["generate", f"prompts={self.root}/prompts.jsonl", f"out={self.root}/gen",
                 f"model.name_or_path={self.zoo}/cogvideox", *SAMPLING, *extra]
 
-    def data_import(self) -> list[str]:
-        return ["data", "import", f"{self.root}/release.json", f"{self.root}/videos", f"{self.root}/imported"]
+    def data_import(self, *extra: str) -> list[str]:
+        return ["data", "import", f"{self.root}/release.json", f"{self.root}/videos", f"{self.root}/imported", *extra]
+
+    def critic_eval(self, *extra: str) -> list[str]:
+        return ["critic-eval", f"data={self.root}/data", f"critic={self.zoo}/critic", f"out={self.root}/critic-eval",
+                "batch_size=2", *extra]
+
+    def evaluate(self, *extra: str) -> list[str]:
+        return ["evaluate", f"prompts={self.root}/prompts.jsonl", f"base.name_or_path={self.zoo}/cogvideox",
+                f"aligned.name_or_path={self.zoo}/cogvideox", f"critic={self.zoo}/critic", f"out={self.root}/eval",
+                "videos_per_prompt=1", *SAMPLING, *extra]
+
+    def base(self, *extra: str) -> list[str]:
+        return ["base", f"start={self.zoo}/cogvideox", f"data={self.root}/data", f"out={self.root}/base", *extra]
+
+    def model(self, name: str) -> Path:
+        """A copy of the zoo's model `name` (critic, cogvideox) that a case may break."""
+        shutil.copytree(f"{self.zoo}/{name}", self.root / "models" / name)
+        return self.root / "models" / name
 
 
 @pytest.fixture
@@ -188,6 +205,8 @@ class Bad:
     expect: list[str]
     code: int = 1
     env: dict = field(default_factory=dict)
+    one_line: bool = False
+    """The reason is one line (readers that list every bad line of a file print one line per problem)."""
 
 
 def _video_case(name: str, write: Callable[[Path], None], expect: list[str]) -> Bad:
@@ -253,9 +272,11 @@ def _score_manifest_line(text: str) -> Callable[[World], list[str]]:
 
 
 def _stale_shards(w: World) -> list[str]:
+    """Parts of a 2-shard attempt and a rerun that sets another shard count (with num_shards=0 a rerun keeps the
+    count the parts were written with: an elastic job's restart)."""
     w.clips()
     storage.write_text(str(w.root / "scores-out/part-00000-of-00002.jsonl"), '{"id": "from a 2-rank attempt"}\n')
-    return w.score()
+    return w.score("num_shards=1")
 
 
 def _unknown_label_release() -> list[dict]:
@@ -338,7 +359,7 @@ CASES = [
     Bad("config-file-missing", lambda w: ["score", "--config", f"{w.root}/absent.yaml"],
         ["{root}/absent.yaml: no such file or object"]),
     Bad("config-caption-dropout-range", lambda w: w.align("caption_dropout=1.0"),
-        ["caption_dropout must be within [0, 1), got 1.0"], code=2),
+        ["command line: bad value for 'caption_dropout': 1.0 is out of range: expected within [0, 1)"], code=2),
     Bad("config-label-scores-keys", lambda w: (w.clips(), w.score("label_scores.Great=1.0"))[1],
         ["config key 'label_scores' must have exactly the keys ['Good', 'Normal', 'Bad']"]),
     Bad("env-bad-retry-setting", lambda w: ["score", "rollouts=s3://b/r", "critic=s3://b/c", f"out={w.root}/o"],
@@ -358,9 +379,204 @@ CASES = [
 ]
 
 
+# ------------------------------------------------------- step 12: shapes, empty values, ranges, models, URL schemes
+def _pretty(value) -> str:
+    """One JSON document over several lines, as `json.dump(indent=2)` writes it."""
+    return json.dumps(value, indent=2) + "\n"
+
+
+def _rewrite(edit: Callable[[World], Path], text: Callable[[Path], str], argv: Callable[[World], list[str]]):
+    """A case that replaces a file of the world (`edit` makes the world and returns the file) by `text(file)`."""
+    def build(w: World) -> list[str]:
+        path = edit(w)
+        path.write_text(text(path))
+        return argv(w)
+    return build
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _prompt_file(prompt, stage: str = "generate", id_="a") -> Callable[[World], list[str]]:
+    def build(w: World) -> list[str]:
+        (w.root / "prompts.jsonl").write_text(json.dumps({"id": "ok", "prompt": "a red circle"}) + "\n"
+                                               + json.dumps({"id": id_, "prompt": prompt}) + "\n")
+        return w.generate() if stage == "generate" else w.evaluate()
+    return build
+
+
+def _manifest_value(n: int, argv: Callable[[World], list[str]] = World.critic, **changes):
+    def build(w: World) -> list[str]:
+        _edit_record(w.data() / "manifest.jsonl", n, **changes)
+        return argv(w)
+    return build
+
+
+def _cut_weights(model: str, rel: str, keep: Callable[[bytes], bytes], argv: Callable[[World, Path], list[str]]):
+    """A copy of a zoo model whose file `rel` is replaced by `keep(its bytes)`; the stage reads the copy."""
+    def build(w: World) -> list[str]:
+        folder = w.model(model)
+        path = folder / rel
+        path.write_bytes(keep(path.read_bytes()))
+        return argv(w, folder)
+    return build
+
+
+def _header_garbage(data: bytes) -> bytes:
+    """The same length, the JSON header overwritten (a corrupt copy, not a short one)."""
+    return data[:8] + b"\xff" * 64 + data[72:]
+
+
+def _missing_shard(w: World, folder: Path) -> list[str]:
+    index = {"metadata": {}, "weight_map": {"proj.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                                            "proj.bias": "diffusion_pytorch_model-00002-of-00002.safetensors"}}
+    (folder / "transformer/diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    w.align_inputs()
+    return w.align(f"model.name_or_path={folder}")
+
+
+def _no_model_files(w: World) -> list[str]:
+    (w.root / "prompts.jsonl").write_text(json.dumps({"id": "a", "prompt": "a red circle"}) + "\n")
+    (w.root / "notamodel").mkdir()
+    (w.root / "notamodel/weights.bin").write_bytes(b"0" * 16)
+    return w.evaluate(f"aligned.name_or_path={w.root}/notamodel")
+
+
+def _conflicting_release() -> list[dict]:
+    entries = canonical_release(3)
+    entries.append(entry("clip0001", "A cat number 1 jumps over a fence", "motion", "Bad. It stutters."))
+    return entries
+
+
+def _real_caption(w: World) -> list[str]:
+    w.align_inputs()
+    data = w.data()
+    _edit_record(data / "real/manifest.jsonl", 2, prompt="")
+    return w.align(f"real={data}/real")
+
+
+SCHEMES = "the schemes that work: s3:// (AWS or any S3-compatible store), gs:// (Google Cloud Storage), memory://"
+
+STEP12_CASES = [
+    # valid JSON of the wrong shape: reported once, with the shape expected and the shape found
+    Bad("release-json-object", _release(_pretty({"data": canonical_release(3), "version": 2})),
+        ["{root}/release.json: expected a JSON list of entries or JSON Lines (one entry object per line), found one "
+         "JSON document over several lines: a JSON object with keys data, version"], one_line=True),
+    Bad("manifest-json-array", _rewrite(lambda w: w.data() / "manifest.jsonl", lambda p: _pretty(_records(p)),
+                                        World.critic),
+        ["{root}/data/manifest.jsonl:1: expected JSON Lines (a JSON value per line), found one JSON document over "
+         "several lines: a JSON array of 24 entries"]),
+    Bad("prompts-json-array", _prompts(_pretty([{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}])),
+        ["{root}/prompts.jsonl:1: not a {{\"id\", \"prompt\"}} JSON line (expected JSON Lines (a JSON object per "
+         "line), found one JSON document over several lines: a JSON array of 2 entries)"], one_line=True),
+    Bad("rollouts-json-array", _rewrite(lambda w: w.clips() / "manifest.jsonl", lambda p: _pretty(_records(p)),
+                                        World.score),
+        ["{root}/clips/manifest.jsonl:1: expected JSON Lines (a JSON object per line), found one JSON document over "
+         "several lines: a JSON array of 3 entries"]),
+    Bad("scores-json-object", _rewrite(lambda w: w.align_inputs() / "scores/scores.jsonl",
+                                       lambda p: _pretty({"scores": _records(p)}), World.align),
+        ["{root}/scores/scores.jsonl:1: expected JSON Lines (a JSON object per line), found one JSON document over "
+         "several lines: a JSON object with keys scores"], one_line=True),
+    # empty, null and non-string values where ids, prompts, captions and reasons go
+    Bad("prompt-empty-string", _prompt_file(""),
+        ["{root}/prompts.jsonl:2: not a {{\"id\", \"prompt\"}} JSON line ('prompt' must be a non-empty string, got "
+         "string \"\")"], one_line=True),
+    Bad("prompt-null", _prompt_file(None),
+        ["{root}/prompts.jsonl:2:", "'prompt' must be a non-empty string, got null"], one_line=True),
+    Bad("prompt-number", _prompt_file(7),
+        ["{root}/prompts.jsonl:2:", "'prompt' must be a non-empty string, got number 7"], one_line=True),
+    Bad("prompt-id-number", _prompt_file("x", id_=3),
+        ["{root}/prompts.jsonl:2:", "'id' must be a non-empty string, got number 3"], one_line=True),
+    Bad("eval-prompt-blank", _prompt_file("   ", stage="evaluate"),
+        ["{root}/prompts.jsonl:2:", "'prompt' must be a non-empty string, got string \"   \""], one_line=True),
+    Bad("manifest-prompt-empty", _manifest_value(3, prompt=""),
+        ["{root}/data/manifest.jsonl:3: 'prompt' must be a non-empty string, got string \"\""]),
+    Bad("manifest-reason-null", _manifest_value(2, reasons={"motion": None}),
+        ["{root}/data/manifest.jsonl:2: 'reasons.motion' must be a non-empty string, got null"]),
+    Bad("manifest-reason-empty", _manifest_value(4, reasons={"semantic": ""}),
+        ["{root}/data/manifest.jsonl:4: 'reasons.semantic' must be a non-empty string"]),
+    Bad("critic-eval-id-number", _manifest_value(5, World.critic_eval, id=5),
+        ["{root}/data/manifest.jsonl:5: 'id' must be a non-empty string, got number 5"]),
+    Bad("rollouts-prompt-null", _score_manifest_line('{"id": "x", "prompt": null, "video": "videos/000001.mp4"}'),
+        ["{root}/clips/manifest.jsonl:2: 'prompt' must be a non-empty string, got null"]),
+    Bad("align-rollout-id-empty",
+        lambda w: (w.align_inputs(), _edit_record(w.root / "rollouts/manifest.jsonl", 3, id=""), w.align())[2],
+        ["{root}/rollouts/manifest.jsonl:3: 'id' must be a non-empty string"]),
+    Bad("real-caption-empty", _real_caption,
+        ["{root}/data/real/manifest.jsonl:2: 'prompt' must be a non-empty string"]),
+    Bad("scores-id-null", _scores_line(2, '{"id": null, "reward": 0.5}'),
+        ["{root}/scores/scores.jsonl:2: 'id' must be a non-empty string, got null"], one_line=True),
+    # numbers out of range: refused at load, naming the key and where it was set
+    Bad("range-max-steps-negative", lambda w: w.align("trainer.max_steps=-3"),
+        ["command line: bad value for 'trainer.max_steps': -3 is out of range: expected >= 0"], code=2, one_line=True),
+    Bad("range-batch-size-zero", lambda w: w.score("batch_size=0"),
+        ["command line: bad value for 'batch_size': 0 is out of range: expected >= 1"], code=2, one_line=True),
+    Bad("range-test-fraction", lambda w: ["data", "toy", f"{w.root}/toy", "split.test_fraction=1.5"],
+        ["bad value for 'split.test_fraction': 1.5 is out of range: expected within [0, 1]"], code=2, one_line=True),
+    Bad("range-lora-dropout-in-file", _config_file("lora:\n  enabled: true\n  dropout: 1.0\n", "critic"),
+        ["{root}/c.yaml, line 3: bad value for 'lora.dropout': 1.0 is out of range: expected within [0, 1)"],
+        code=2, one_line=True),
+    Bad("range-adam-beta", lambda w: w.critic("trainer.betas=[0.9,1.5]"),
+        ["bad value for 'trainer.betas[1]': 1.5 is out of range: expected within [0, 1)"], code=2, one_line=True),
+    Bad("range-label-score-negative", lambda w: w.score("label_scores.Bad=-0.5"),
+        ["bad value for 'label_scores.Bad': -0.5 is out of range: expected >= 0"], code=2, one_line=True),
+    Bad("range-videos-per-prompt", lambda w: w.generate("videos_per_prompt=0"),
+        ["bad value for 'videos_per_prompt': 0 is out of range: expected >= 1"], code=2, one_line=True),
+    Bad("range-in-pipeline-section", lambda w: ["pipeline", f"{w.root}/run", "critic.trainer.lr=0"],
+        ["command line: bad value for 'critic.trainer.lr': 0.0 is out of range: expected > 0"], code=2, one_line=True),
+    # model files cut short or corrupt: the file, what is wrong, the fix and the key; never a traceback
+    Bad("critic-weights-cut-short", _cut_weights("critic", "model.safetensors", lambda b: b[:-1000],
+                                                 lambda w, m: (w.clips(), w.score(f"critic={m}"))[1]),
+        ["{root}/models/critic/model.safetensors: cut short: its tensors need", "the file holds",
+         "download or copy the model again", "(config key 'critic')"], one_line=True),
+    Bad("t2v-weights-header-cut", _cut_weights(
+        "cogvideox", "transformer/diffusion_pytorch_model.safetensors", lambda b: b[:100],
+        lambda w, m: (_prompts('{"id": "a", "prompt": "x"}\n')(w), w.generate(f"model.name_or_path={m}"))[1]),
+        ["{root}/models/cogvideox/transformer/diffusion_pytorch_model.safetensors: cut short (incomplete metadata)",
+         "(config key 'model.name_or_path')"], one_line=True),
+    Bad("critic-start-corrupt-header", _cut_weights("critic", "model.safetensors", _header_garbage,
+                                                    lambda w, m: (w.data(), w.critic(f"model.name_or_path={m}"))[1]),
+        ["{root}/models/critic/model.safetensors: corrupt: its header is not the JSON table"], one_line=True),
+    Bad("critic-eval-weights-empty", _cut_weights("critic", "model.safetensors", lambda b: b"",
+                                                  lambda w, m: (w.data(), w.critic_eval(f"critic={m}"))[1]),
+        ["{root}/models/critic/model.safetensors: not a safetensors file: 0 bytes"], one_line=True),
+    Bad("align-base-missing-shard", _cut_weights("cogvideox", "model_index.json", lambda b: b, _missing_shard),
+        ["{root}/models/cogvideox/transformer/diffusion_pytorch_model.safetensors.index.json: names shard(s) the "
+         "folder lacks: diffusion_pytorch_model-00001-of-00002.safetensors"], one_line=True),
+    Bad("base-start-vae-cut", _cut_weights("cogvideox", "vae/diffusion_pytorch_model.safetensors",
+                                           lambda b: b[:len(b) // 2], lambda w, m: w.base(f"start={m}")),
+        ["{root}/models/cogvideox/vae/diffusion_pytorch_model.safetensors: cut short", "(config key 'start')"],
+        one_line=True),
+    Bad("evaluate-model-folder-not-a-model", _no_model_files,
+        ["{root}/notamodel: not a model folder, it has neither config.json nor model_index.json (config key "
+         "'aligned.name_or_path')"], one_line=True),
+    # URL schemes: the key, the URL and the schemes that work
+    Bad("url-unknown-scheme", lambda w: ["score", "run=ftp2://bucket/run"],
+        ["command line: bad value for 'run': ftp2://bucket/run: unsupported URL scheme 'ftp2://'", SCHEMES],
+        code=2, one_line=True),
+    Bad("url-unknown-scheme-in-file", _config_file("critic: htps://host/critic\n"),
+        ["{root}/c.yaml, line 1: bad value for 'critic': htps://host/critic: unsupported URL scheme 'htps://'"],
+        code=2, one_line=True),
+    Bad("url-scheme-of-a-release-part", lambda w: ["data", "import", f"{w.root}/r.json",
+                                                   f"{w.root}/v.zip,ftp2://b/v2.zip", f"{w.root}/out"],
+        ["bad value for 'release.videos': ftp2://b/v2.zip: unsupported URL scheme 'ftp2://'"], code=2, one_line=True),
+    Bad("url-scheme-package-missing", lambda w: w.score("out=az://container/scores"),
+        ["bad value for 'out': az://container/scores: URL scheme 'az://' needs a package that is not installed "
+         "(Install adlfs", SCHEMES], code=2, one_line=True),
+    Bad("url-unknown-scheme-outside-a-config", lambda w: ["report", "ftp2://bucket/run"],
+        ["ftp2://bucket/run", "unsupported URL scheme 'ftp2://'", SCHEMES], one_line=True),
+    # a second import into a sealed folder stops on the release's conflicting answers before touching it
+    Bad("release-conflicting-answers", _release(_conflicting_release()),
+        ["{root}/release.json[3]: conflicting answers for 'motion'", "{root}/release.json[9]"]),
+]
+CASES += STEP12_CASES
+
+
 def test_catalogue_has_at_least_25_distinct_inputs():
     ids = [c.id for c in CASES]
     assert len(set(ids)) == len(ids) >= 25
+    assert len(STEP12_CASES) >= 25
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -373,6 +589,95 @@ def test_bad_input(case: Bad, world: World, capsys, monkeypatch):
     assert code == case.code, reason
     for text in case.expect:
         assert text.format(root=world.root, zoo=world.zoo) in reason, reason
+    assert not case.one_line or len(reason.strip().splitlines()) == 1, reason
+
+
+# --------------------------------------------------------------------- a refused rerun keeps the sealed output
+def fake_work(cfg) -> dict:
+    """A stand-in for a stage's work, run through the stage runner (training or sampling would cost seconds): a
+    part file and a model file in the output folder, sealed by the runner like any stage's."""
+    storage.write_text(storage.join(cfg.out, "part-00000-of-00001.jsonl"), '{"id": "x"}\n')
+    storage.write_bytes(storage.join(cfg.out, "model/model.safetensors"), b"weights")
+    return {"fake": 1}
+
+
+@dataclass
+class Rerun:
+    """A stage's sealed output, then a rerun with a changed key and a bad input that its input check refuses."""
+
+    stage: str
+    out: str
+    """The output folder, under the world's folder."""
+    seal: Callable[[World], list[str]]
+    """Writes the inputs; returns the command line that seals the output."""
+    rerun: Callable[[World], list[str]]
+    """Breaks an input; returns the rerun's command line, which also changes a key."""
+    expect: str
+    real: bool = True
+    """Sealed by the stage itself; else by `fake_work` through the runner (critic, align, evaluate)."""
+
+
+def _toy(*extra: str) -> Callable[[World], list[str]]:
+    return lambda w: ["data", "toy", f"{w.root}/toy-out", "toy.num_clips=4", "toy.num_prompts=1",
+                      "toy.num_eval_prompts=1", "toy.num_real=1", *extra]
+
+
+def _then(*steps):
+    """Run each step on the world; the last one's command line."""
+    return lambda w: [step(w) for step in steps][-1]
+
+
+RERUNS = [
+    Rerun("data", "toy-out", _toy(), _toy("seed=1", "toy.size=18", "toy.frames=3"),
+          "bad value for 'toy.frames': 3 is out of range"),
+    Rerun("data", "toy-out", _toy(), _toy("seed=1", "toy.size=17"), "toy.size must be even"),
+    Rerun("data", "imported", _release(canonical_release(3)),
+          _then(_release(_conflicting_release()), lambda w: w.data_import("split.seed=1")),
+          "{root}/release.json[3]: conflicting answers for 'motion'"),
+    Rerun("base", "base", lambda w: w.base(),
+          _cut_weights("cogvideox", "vae/diffusion_pytorch_model.safetensors", lambda b: b[:-8],
+                       lambda w, m: w.base(f"start={m}", "caption_dropout=0.2")),
+          "{root}/models/cogvideox/vae/diffusion_pytorch_model.safetensors: cut short"),
+    Rerun("critic", "critic", lambda w: (w.data(), w.critic())[1],
+          lambda w: (_line(w.root / "data/manifest.jsonl", 2, '{"id": '), w.critic("trainer.lr=1e-4"))[1],
+          "{root}/data/manifest.jsonl:2: invalid JSON", real=False),
+    Rerun("critic-eval", "critic-eval", lambda w: (w.data(), w.critic_eval())[1],
+          lambda w: ((w.root / "data/videos/000002.mp4").unlink(), w.critic_eval("batch_size=3"))[1],
+          "{root}/data/manifest.jsonl:3: video not found"),
+    Rerun("generate", "gen", _then(_prompts('{"id": "a", "prompt": "a red circle"}\n'),
+                                   lambda w: w.generate("videos_per_prompt=1")),
+          _then(_prompts('{"id": "a", "prompt": null}\n'), lambda w: w.generate("videos_per_prompt=1", "seed=1")),
+          "{root}/prompts.jsonl:1: not a {{\"id\", \"prompt\"}} JSON line ('prompt' must be a non-empty string"),
+    Rerun("score", "scores-out", lambda w: (w.clips(), w.score())[1],
+          lambda w: (_line(w.root / "clips/manifest.jsonl", 2, '{"id": "x",'), w.score("batch_size=3"))[1],
+          "{root}/clips/manifest.jsonl:2: invalid JSON"),
+    Rerun("align", "align", lambda w: (w.align_inputs(), w.align())[1],
+          lambda w: (_line(w.root / "scores/scores.jsonl", 2, '{"id": "p0-001", "reward": NaN}'),
+                     w.align("trainer.lr=1e-4"))[1],
+          "{root}/scores/scores.jsonl:2: a score needs an 'id' and a 'reward'", real=False),
+    Rerun("evaluate", "eval", _then(_prompts('{"id": "a", "prompt": "a red circle"}\n'), World.evaluate),
+          _cut_weights("critic", "model.safetensors", lambda b: b[:-8],
+                       lambda w, m: w.evaluate(f"critic={m}", "seed=5")),
+          "{root}/models/critic/model.safetensors: cut short", real=False),
+]
+
+
+@pytest.mark.parametrize("case", RERUNS, ids=[f"{r.stage}-{r.out}-{i}" for i, r in enumerate(RERUNS)])
+def test_a_refused_rerun_keeps_the_sealed_output(case: Rerun, world: World, capsys):
+    """Sealed output, then a rerun with a changed key (which would discard it) and a bad input: the stage's input
+    check refuses the rerun before the runner touches the output, which stays byte-identical and sealed."""
+    argv = case.seal(world)
+    if case.real:
+        assert cli.main(argv) == 0, capsys.readouterr().err[-3000:]
+    else:
+        runner.run_stage(argv[0], stages.load(argv[0], None, argv[1:]), target=f"{__name__}:fake_work")
+    out = str(world.root / case.out)
+    sealed = storage.read_marker(out)
+    assert sealed is not None and storage.listdir(out) != [storage.MARKER], "a sealed output with content"
+    code, err = run_bad(world, case.rerun(world), capsys)  # every file byte-identical, no new _SUCCESS
+    reason = _reason(err)
+    assert code != 0 and case.expect.format(root=world.root) in reason, reason
+    assert storage.read_marker(out) == sealed, "still sealed by the run that wrote it"
 
 
 # ------------------------------------------------------------------------------------ object storage mistakes

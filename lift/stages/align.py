@@ -51,15 +51,15 @@ class AlignExample:
 
 
 def _read_scores(url: str) -> dict[str, dict]:
-    """Score records by id, each checked: an object with an 'id' and a 'reward' that is a finite number or null."""
+    """Score records by id, each checked: an object with an 'id' (a non-empty string, as `jsonl.read` checks) and
+    a 'reward' that is a finite number or null."""
     out = {}
-    for n, rec, text in jsonl.read(url, keys=None):
-        reward = rec.get("reward", "missing") if isinstance(rec, dict) else "missing"
-        finite = type(reward) in (int, float) and math.isfinite(reward)
-        if not isinstance(rec, dict) or "id" not in rec or not (reward is None or finite):
+    for n, rec, text in jsonl.read(url, keys=("id",)):
+        reward = rec.get("reward", "missing")
+        if not (reward is None or (type(reward) in (int, float) and math.isfinite(reward))):
             raise jsonl.JsonlError(url, n, "a score needs an 'id' and a 'reward' that is a finite number or null, "
                                            f"got {text.strip()[:200]}", text)
-        out[str(rec["id"])] = rec
+        out[rec["id"]] = rec
     return out
 
 

@@ -347,6 +347,16 @@ class Checkpointer:
                               f"this output folder was started by another config or outside a stage; {fix}, or "
                               f"rerun the config that wrote it")
 
+    def check_settings(self) -> None:
+        """Raise now the `ConfigError` that `load` would raise for the settings recorded by the newest complete
+        checkpoint, without loading it: a stage's input check, before anything of its output is discarded (under
+        the stage runner the settings hold every config key a stage's fingerprint is made of). A checkpoint that
+        records no settings (an earlier lift's) is judged by `load`."""
+        steps = self.complete_steps()
+        marker = storage.read_marker(self._step_url(steps[-1])) if steps else None
+        if marker and "settings" in marker:
+            self._check(self._step_url(steps[-1]), {**marker, "fingerprint": self.fingerprint})
+
     def _prune(self, newest: int) -> None:
         """Drop complete checkpoints beyond `keep` and incomplete leftovers older than the newest."""
         folders = self._step_folders()
@@ -355,11 +365,3 @@ class Checkpointer:
         for step, sealed in sorted(folders.items()):
             if step in stale or (step < newest and not sealed):
                 storage.remove(self._step_url(step))
-    def check_settings(self) -> None:
-        """Raise now the `ConfigError` that `load` would raise for the settings recorded by the newest complete
-        checkpoint, without loading it: a stage's input check, before anything of its output is discarded (under
-        the stage runner the settings hold every config key a stage's fingerprint is made of)."""
-        steps = self.complete_steps()
-        if steps:
-            url = self._step_url(steps[-1])
-            self._check(url, {**storage.read_marker(url), "fingerprint": self.fingerprint})
