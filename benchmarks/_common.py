@@ -114,10 +114,11 @@ def moto_s3() -> Iterator[str]:
                 os.environ[k] = v
 
 
-def save_result(name: str, result: dict) -> Path:
-    """benchmarks/results/<name>.json: the numbers docs/BENCHMARKS.md quotes, with the machine they came from."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save_result(name: str, result: dict, path: Path | None = None) -> Path:
+    """benchmarks/results/<name>.json (or `path`): the numbers docs/BENCHMARKS.md quotes, with the machine they
+    came from."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmark": name, "command": f".venv/bin/python benchmarks/{name}.py",
                                 "machine": machine(), **result}, indent=2, sort_keys=True) + "\n")
     return path
