@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import gc
 import statistics
 import sys
 import tempfile
@@ -103,7 +104,7 @@ class Sizes:
 
 FULL = Sizes(frames=49, height=480, width=720, t2v_layers=None, t2v_heads=None, critic_layers=None, vision_layers=None,
              narrow_critic=False, critic_height=480, critic_width=720,
-             score_videos=None, new_tokens=None, steps=3, vae_tile=None, vae_channels=None, recipe_batch=None)
+             score_videos=None, new_tokens=None, steps=2, vae_tile=None, vae_channels=None, recipe_batch=None)
 TINY = Sizes(frames=9, height=64, width=96, t2v_layers=1, t2v_heads=2, critic_layers=1, vision_layers=1,
              narrow_critic=True,
              critic_height=56, critic_width=84, score_videos=2, new_tokens=3,
@@ -661,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["stages"][name] = {"error": _error(e)}
                 traceback.print_exc()
             result["stages"][name]["wall_s"] = time.perf_counter() - s0
+            gc.collect()  # the stage's model and optimizer, which FSDP's hooks hold in reference cycles
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         for line in lines(name, result["stages"][name]):
