@@ -108,7 +108,7 @@ FULL = Sizes(frames=49, height=480, width=720, t2v_layers=None, t2v_heads=None, 
 TINY = Sizes(frames=9, height=64, width=96, t2v_layers=1, t2v_heads=2, critic_layers=1, vision_layers=1,
              narrow_critic=True,
              critic_height=56, critic_width=84, score_videos=2, new_tokens=3,
-             steps=1, vae_tile=(32, 48), vae_channels=32, recipe_batch=2)
+             steps=1, vae_tile=(48, 72), vae_channels=32, recipe_batch=2)
 
 
 # ---------------------------------------------------------------------------------------------------------------
