@@ -456,7 +456,8 @@ def _real_caption(w: World) -> list[str]:
     return w.align(f"real={data}/real")
 
 
-SCHEMES = "the schemes that work: s3:// (AWS or any S3-compatible store), gs:// (Google Cloud Storage), memory://"
+SCHEMES = ("the schemes that work: s3:// (AWS or any S3-compatible store), gs:// (Google Cloud Storage, after "
+           "`pip install gcsfs`), memory://")
 
 STEP12_CASES = [
     # valid JSON of the wrong shape: reported once, with the shape expected and the shape found

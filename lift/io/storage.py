@@ -174,7 +174,9 @@ def protocol_of(url: str) -> str:
     return url.split("://", 1)[0] if "://" in url else "file"
 
 
-SCHEMES = "s3:// (AWS or any S3-compatible store), gs:// (Google Cloud Storage), memory://, file:// or a plain path"
+# gcsfs is not a dependency (the gs:// tests would need a GCS emulator); `pip install gcsfs` enables gs://.
+SCHEMES = ("s3:// (AWS or any S3-compatible store), gs:// (Google Cloud Storage, after `pip install gcsfs`), "
+           "memory://, file:// or a plain path")
 
 
 def scheme_problem(url: str) -> str | None:
