@@ -153,8 +153,11 @@ def _align(torchrun_lift, name: str, base: str, s3: str, out: str, *extra: str, 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cogvideox-2b", "cogvideox-5b", "wan2.1-1.3b"])
-def test_generate_align_evaluate_at_real_width(name, real_t2v, zoo_dir, s3_url, torchrun_lift, tmp_path):
+@pytest.mark.parametrize("name,evaluated", [("cogvideox-2b", True), ("cogvideox-5b", False), ("wan2.1-1.3b", True)])
+def test_generate_align_evaluate_at_real_width(name, evaluated, real_t2v, zoo_dir, s3_url, torchrun_lift, tmp_path):
+    """generate -> score (zoo critic) -> align (torchrun, 2 ranks; Wan killed mid-run and resumed) -> evaluate (base
+    vs the aligned export). CogVideoX-5b differs from -2b in its transformer (rotary positions, 48 heads) and VAE
+    scale, which generate and align cover; its evaluate would run -2b's code again, so it is left out (CI time)."""
     family = real.t2v_family(name)
     spec = families.get(family)
     base = real_t2v(name)
@@ -172,8 +175,8 @@ def test_generate_align_evaluate_at_real_width(name, real_t2v, zoo_dir, s3_url, 
         f"rollouts={s3_url}/rollouts", f"critic={zoo_dir}/critic", f"out={s3_url}/scores", "batch_size=2"]))
 
     out = str(tmp_path / "align")
-    if family == "wan":  # resumed mid-run: killed after step 2 (its checkpoint written), then rerun
-        crashed = _align(torchrun_lift, name, base, s3_url, out, env={"LIFT_FAULT_KILL_AT_STEP": "2",
+    if family == "wan":  # resumed mid-run: killed in step 3 (before its checkpoint), rerun from step 2
+        crashed = _align(torchrun_lift, name, base, s3_url, out, env={"LIFT_FAULT_KILL_AT_STEP": "3",
                                                                        "LIFT_FAULT_RANK": "1"})
         assert crashed.returncode != 0
     done = _align(torchrun_lift, name, base, s3_url, out)
@@ -192,6 +195,8 @@ def test_generate_align_evaluate_at_real_width(name, real_t2v, zoo_dir, s3_url, 
     if family == "wan":
         _check_flow_matching_loss(export, spec)
 
+    if not evaluated:
+        return
     runner.run_stage("evaluate", stages.load("evaluate", None, [
         f"prompts={s3_url}/prompts.jsonl", f"out={s3_url}/eval", f"base.family={family}",
         f"base.name_or_path={base}", f"aligned.family={family}", f"aligned.name_or_path={out}/model",
