@@ -56,6 +56,15 @@ class Client:
         token = token or token_from_env()
         self.http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"} if token else {})
 
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def post(self, items: list[dict]) -> list[dict]:
         """One POST /v1/score; waits out 429 answers (Retry-After) up to `busy_retries` times."""
         for _ in range(self.busy_retries + 1):
@@ -88,4 +97,5 @@ def score(videos: list[str | bytes], prompts: list[str], url: str | None = None,
     url = url or os.environ.get("LIFT_SERVE_URL")
     if not url:
         raise ValueError("score: no server URL; pass url= or set LIFT_SERVE_URL")
-    return Client(url, token).score(videos, prompts, ids)
+    with Client(url, token) as service:
+        return service.score(videos, prompts, ids)

@@ -45,7 +45,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "lift", "serve", f"port={self.port}", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
-        deadline = time.time() + 180
+        deadline = time.time() + 900  # generous: a shared 2-core machine can take minutes to import torch
         while time.time() < deadline:
             assert self.proc.poll() is None, self.proc.stdout.read()[-4000:]
             try:

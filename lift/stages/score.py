@@ -75,7 +75,6 @@ def run(cfg: DictConfig) -> dict:
     if cfg.mode == "remote":
         records = _score_remote(items, cfg, runtime)
     else:
-        check_reward_keys(cfg)
         scorer = Scorer(cfg.critic, runtime.device, cfg.max_new_tokens, cfg.trust_remote_code)
         records = score_sharded(items, scorer, cfg.out, cfg.mode, cfg.batch_size, cfg.num_shards, runtime,
                                 lambda item, rating: make_record(item, rating, cfg))
@@ -98,15 +97,15 @@ def _score_remote(items: list[Item], cfg: DictConfig, runtime: dist.Runtime) -> 
 
     if not cfg.url:
         raise ValueError("config key 'url': mode=remote needs the `lift serve` URL, e.g. url=http://lift-serve:8000")
-    service = client.Client(cfg.url)
 
-    def work(_, mine: list[Item]):
+    def work(service: client.Client, mine: list[Item]):
         for start in range(0, len(mine), cfg.batch_size):
             batch = mine[start:start + cfg.batch_size]
             answers = service.score([storage.read_bytes(it.url) for it in batch], [it.prompt for it in batch],
                                     ids=[it.id for it in batch])
             yield [{**answer, "video": it.video} for it, answer in zip(batch, answers)]
 
-    merged = sharded.run_parts(storage.Shards(cfg.out, cfg.num_shards or runtime.world_size), items, work, runtime,
-                               SCORES, "score", what="scoring remotely", url=cfg.url)
+    with client.Client(cfg.url) as service:
+        merged = sharded.run_parts(storage.Shards(cfg.out, cfg.num_shards or runtime.world_size), items, work,
+                                   runtime, SCORES, "score", lambda: service, what="scoring remotely", url=cfg.url)
     return [json.loads(line) for line in storage.read_text(merged).splitlines() if line.strip()] if merged else []
