@@ -215,7 +215,7 @@ def test_cli_import_stop_lists_every_bad_entry_and_writes_nothing(tmp_path, caps
     assert f"lift: error: {json_url}: {len(bad)} bad entries" in err
     for index, reason in bad.items():
         assert f"{json_url}[{index}]: " in err and reason in err
-    assert storage.listdir(out) == [storage.STARTED], "bad entries are found before anything is copied or written"
+    assert storage.listdir(out) == [], "bad entries are found before anything is copied or written"
     with pytest.raises(release.ReleaseError) as exc:
         release.import_release(data_config(json_url, videos, out))
     assert isinstance(exc.value, hra.ManifestError) and len(exc.value.problems) == len(bad)
