@@ -205,9 +205,12 @@ def _direct_label_probs(model, processor, text: str, frames: torch.Tensor, fps: 
     (hra.LABELS, ""),  # one token each: the first-token rule, one forward over the texts
     (("Superb", "Passable", "Abysmal"), ""),  # 2-3 tokens each
     (hra.LABELS, "Rating: "),  # merged with the space before it
-])
+], ids=["one-token", "multi-token", "merged-space"])
 def test_label_probabilities_equal_the_direct_computation(labels, ending, critic_2b):
     scorer = scoring.Scorer(critic_2b, torch.device("cpu"), labels=labels)
+    text_cfg = scorer.model.config.text_config  # load_critic reads the folder as the hub's: cut config, published rest
+    assert (text_cfg.num_hidden_layers, text_cfg.hidden_size, text_cfg.vocab_size) == (1, 1536, 151936)
+    assert scorer.model.generation_config.top_p == real.config("qwen2-vl-2b", "generation_config.json")["top_p"]
     prompts = ["two yellow squares move right on a black background", "a red circle"]
     texts = [scorer.processor.apply_chat_template(critic.messages(p, d), tokenize=False, add_generation_prompt=True)
              + ending for p in prompts for d in hra.DIMENSIONS]
