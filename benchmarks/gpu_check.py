@@ -38,9 +38,12 @@ Peak memory is `torch.cuda.max_memory_allocated` on a GPU and the process's peak
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
+import functools
 import gc
+import shutil
 import statistics
 import sys
 import tempfile
@@ -286,10 +289,14 @@ def critic_model(sizes: Sizes, device: torch.device, dtype: torch.dtype = torch.
         return AutoModelForImageTextToText.from_config(narrowed(cut)).to(dtype)
 
 
-def critic_processor(folder: str) -> str:
-    """The real critic's processor folder (Qwen2 tokenizer, chat template, video processor; no weights)."""
+@functools.cache
+def critic_processor() -> str:
+    """The real critic's processor folder (Qwen2 tokenizer, chat template, video processor; no weights), written
+    once per run (deriving the tokenizer's merges takes ~20 CPU-seconds)."""
     from lift.models import real
 
+    folder = tempfile.mkdtemp(prefix="lift-gpu-check-processor-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     real.write_critic_processor(CRITIC, folder)
     return folder
 
@@ -426,10 +433,9 @@ def critic_step(env: Env) -> dict:
     batch_size = int(cfg.trainer.batch_size)
     answer = answer_text("Bad", REASON, cfg.model.answer_format, cfg.model.with_reasons)
     frames = random_frames(batch_size, cfg.model.frames, sizes.critic_height, sizes.critic_width)
-    with tempfile.TemporaryDirectory(prefix="lift-gpu-check-") as tmp:
-        collate = Collate(critic_processor(tmp), cfg.model.sample_fps)
-        batch = collate([{"frames": f, "example": CriticExample("v.mp4", PROMPT, "motion", answer, str(i))}
-                         for i, f in enumerate(frames)])
+    collate = Collate(critic_processor(), cfg.model.sample_fps)
+    batch = collate([{"frames": f, "example": CriticExample("v.mp4", PROMPT, "motion", answer, str(i))}
+                     for i, f in enumerate(frames)])
     inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
 
     def step():
@@ -468,7 +474,7 @@ def scoring(env: Env) -> dict:
     model = critic_model(sizes, device, dist.compute_dtype(device))
     model.generation_config.min_new_tokens = new_tokens  # random weights: every answer runs to its full length
     with tempfile.TemporaryDirectory(prefix="lift-gpu-check-") as tmp:
-        processor = AutoProcessor.from_pretrained(critic_processor(f"{tmp}/processor"))
+        processor = AutoProcessor.from_pretrained(critic_processor())
         storage.write_marker(tmp, "critic-model", "", {}, answer_format=critic_cfg.model.answer_format,
                              frames=critic_cfg.model.frames, sample_fps=critic_cfg.model.sample_fps)
         with _patched(models, "load_critic", lambda *a, **k: (model, processor)):
@@ -605,8 +611,9 @@ def lines(stage: str, r: dict) -> list[str]:
                 f"{m['batch_s']:.3f} s), peak memory {m['peak_memory_gib']:.2f} GiB"
                 for mode, m in r["modes"].items()]
     if stage == "vae":
+        shapes = {"encode": f"latents {r['encode']['latents']}", "decode": f"video {r['decode']['video']}"}
         return [f"vae {k} (tiled, sliced) of {'x'.join(map(str, r['clip']))}: {r[k]['s']:.3f} s, peak memory "
-                f"{r[k]['peak_memory_gib']:.2f} GiB" for k in ("encode", "decode")]
+                f"{r[k]['peak_memory_gib']:.2f} GiB, {shapes[k]}" for k in ("encode", "decode")]
     return [f"generate 2 steps at {'x'.join(map(str, r['clip']))}, guidance {r['guidance']}: {r['s']:.3f} s "
             f"({r['step_s']:.3f} s/step, decode {r['decode_s']:.3f} s), peak memory {r['peak_memory_gib']:.2f} "
             f"GiB; {r['recipe_steps']} steps + decode ~ {r['recipe_estimate_s']:.1f} s"]
