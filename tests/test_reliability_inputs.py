@@ -562,9 +562,9 @@ STEP12_CASES = [
     Bad("url-scheme-of-a-release-part", lambda w: ["data", "import", f"{w.root}/r.json",
                                                    f"{w.root}/v.zip,ftp2://b/v2.zip", f"{w.root}/out"],
         ["bad value for 'release.videos': ftp2://b/v2.zip: unsupported URL scheme 'ftp2://'"], code=2, one_line=True),
-    Bad("url-scheme-package-missing", lambda w: w.score("out=az://container/scores"),
-        ["bad value for 'out': az://container/scores: URL scheme 'az://' needs a package that is not installed "
-         "(Install adlfs", SCHEMES], code=2, one_line=True),
+    Bad("url-scheme-package-missing", lambda w: ["report", "az://container/run"],
+        ["az://container/run", "URL scheme 'az://' needs a package that is not installed (Install adlfs", SCHEMES],
+        one_line=True),
     Bad("url-unknown-scheme-outside-a-config", lambda w: ["report", "ftp2://bucket/run"],
         ["ftp2://bucket/run", "unsupported URL scheme 'ftp2://'", SCHEMES], one_line=True),
     # a second import into a sealed folder stops on the release's conflicting answers before touching it

@@ -156,8 +156,9 @@ def _out_of_range(schema: type, node: DictConfig, prefix: str = ""):
 
 
 def _bad_urls(cfg: DictConfig):
-    """(key, problem) of every URL value whose scheme cannot be read or written here (`storage.scheme_problem`);
-    a comma-separated list (the release's video parts) is checked URL by URL."""
+    """(key, problem) of every URL value whose scheme is unknown (`storage.scheme_problem`); a comma-separated list
+    (the release's video parts) is checked URL by URL. A scheme whose package is missing here is named when a URL
+    is used: a config for a cluster's image (gs:// with gcsfs there) still loads where it is only submitted."""
     def leaves(node, prefix=""):
         for key, value in node.items():
             if isinstance(value, dict):
@@ -167,7 +168,7 @@ def _bad_urls(cfg: DictConfig):
 
     for key, value in leaves(OmegaConf.to_container(cfg, resolve=True)):
         for url in (u.strip() for u in value.split(",") if "://" in u):
-            if problem := storage.scheme_problem(url):
+            if problem := storage.scheme_problem(url, installed=False):
                 yield key, f"{url}: {problem}"
 
 

@@ -179,17 +179,18 @@ SCHEMES = ("s3:// (AWS or any S3-compatible store), gs:// (Google Cloud Storage,
            "memory://, file:// or a plain path")
 
 
-def scheme_problem(url: str) -> str | None:
-    """Why `url`'s scheme cannot be read or written here (unknown to fsspec, or its package is not installed), or
-    None; the reason lists the schemes lift is tested with."""
+def scheme_problem(url: str, installed: bool = True) -> str | None:
+    """Why `url`'s scheme cannot be read or written here (unknown to fsspec, or, with `installed`, its package is
+    not installed), or None; the reason lists the schemes lift is tested with."""
     protocol = protocol_of(url)
     try:
         fsspec.get_filesystem_class(protocol)
     except ValueError:
         return f"unsupported URL scheme '{protocol}://'; the schemes that work: {SCHEMES}"
     except ImportError as e:
-        return f"URL scheme '{protocol}://' needs a package that is not installed ({e}); the schemes that work: " \
-               f"{SCHEMES}"
+        if installed:
+            return f"URL scheme '{protocol}://' needs a package that is not installed ({e}); the schemes that " \
+                   f"work: {SCHEMES}"
     return None
 
 
