@@ -412,7 +412,7 @@ def _align_setting(env, model, params, opt, loss_fn, fwd, ckpt, batch, shape, te
     tflops = model_flops / step_s / 1e12
     return {"checkpointing": ckpt, "batch": batch, "step_s": step_s, "all_step_s": times,
             "model_flops": model_flops, "hardware_flops": hardware_flops, "model_tflops": tflops,
-            "mfu": tflops * 1e12 / env.peak_flops, "hfu": hardware_flops / step_s / env.peak_flops,
+            "mfu": model_flops / step_s / env.peak_flops, "hfu": hardware_flops / step_s / env.peak_flops,
             "peak_memory_gib": mem.gib, "memory": mem.kind, **profile,
             "counted_vs_analytic_hardware_flops": profile["counted_flops"] / hardware_flops}
 
