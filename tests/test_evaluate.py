@@ -225,4 +225,5 @@ def test_rerun_redoes_only_missing_parts(tmp_path, monkeypatch):
 def test_bad_config_fails_before_any_work(tmp_path):
     cfg = stages.load("evaluate", None, [f"run={tmp_path}", "label_scores.Great=0.5"])
     with pytest.raises(ValueError, match="label_scores"):
-        evaluate.run(cfg)
+        runner.run_stage("evaluate", cfg)  # the stage's input check, before the runner writes anything
+    assert not (tmp_path / "eval").exists()
