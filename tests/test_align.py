@@ -203,9 +203,9 @@ def test_two_ranks_match_one_process(scored_rollouts, zoo_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["file", "s3"])
-def test_resume_after_sigkill_and_export(where, scored_rollouts, zoo_dir, tmp_path, request):
-    root = str(tmp_path) if where == "file" else request.getfixturevalue("s3_url")
+def test_resume_after_sigkill_and_export(scored_rollouts, zoo_dir, s3_url):
+    """Over s3://; the same resume over file:// is tests/test_reliability_crash.py's."""
+    root = s3_url
     for name in ("clean", "crash"):
         _copy_inputs(scored_rollouts, f"{root}/{name}")
     clean = _torchrun(f"{root}/clean", zoo_dir)
