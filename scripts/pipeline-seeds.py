@@ -3,7 +3,7 @@
 and, on the same runs, the objective ablations and the evaluation with guidance.
 
     .venv/bin/python scripts/pipeline-seeds.py                       # seeds 0 1 2 under runs/seeds/
-    .venv/bin/python scripts/pipeline-seeds.py --variants plain lambda0 --guidance 3    # every table of RESULTS.md
+    .venv/bin/python scripts/pipeline-seeds.py --variants plain lambda0 --guidance 3 --rounds 3  # every table of RESULTS.md
     .venv/bin/python scripts/pipeline-seeds.py --seeds 0 1 2 3 4 --runs s3://bucket/seeds -- align.trainer.lr=2e-4
 
 Seed s sets every seed of the run (toy data, critic and alignment training, rollouts; evaluation seeds 1000 + s);
@@ -12,12 +12,14 @@ stages are skipped on a rerun). A variant (`VARIANTS`) reruns only `lift align` 
 RUN/align-<variant> and `lift evaluate` of that model into RUN/eval-<variant>, on the run's own data, critic,
 rollouts and scores, with the same seeds; `--guidance G` reruns `lift evaluate` of the default aligned model with
 classifier-free guidance G into RUN/eval-guidance-<G>. Both are skipped when already complete, like any stage.
+`--rounds N` runs each pipeline as LiFT in N rounds (`lift pipeline rounds=N`; round k >= 2 under RUN/rounds/k).
 
 The summary pools the paired (prompt, seed) comparisons of all runs (`lift.stages.evaluate.summarize`, intervals
 cluster-robust over the (run, prompt) clusters): critic reward and oracle score of base and aligned and their gains,
 per run and pooled; each run's critic accuracy next to the majority class; where the gain is (oracle checks passed
 and critic labels, per model); per variant the same gains and the paired gain of LiFT's aligned model over the
-variant's; per guidance the gains. Printed as Markdown and written to RUNS/summary.md, with every figure and each
+variant's; per guidance the gains; per round its gains over the base and the paired gain of its aligned model
+over round 1's (the same held-out prompts and seeds). Printed as Markdown and written to RUNS/summary.md, with every figure and each
 run's raw numbers in RUNS/summary.json (the file docs/RESULTS.md's tables are copied from).
 """
 
@@ -51,6 +53,11 @@ def seed_overrides(seed: int) -> list[str]:
             f"align.trainer.seed={seed}", f"evaluate.seed={1000 + seed}"]
 
 
+def _round_eval(run: str, k: int) -> str:
+    """Round k's evaluation folder (round 1's is the run's own)."""
+    return storage.join(stages.round_folder(run, k), stages.STAGES["evaluate"].output)
+
+
 def _videos(eval_url: str, run: str) -> list[dict]:
     """A finished evaluation's videos, prompt ids made unique per run (so each (run, prompt) is one cluster)."""
     videos = storage.read_json(storage.join(eval_url, evaluate.RESULTS))["videos"]
@@ -75,7 +82,8 @@ def breakdown(videos: list[dict]) -> dict:
 
 
 def versus(lift_videos: list[dict], other_videos: list[dict]) -> dict:
-    """LiFT's aligned model against another aligned model on the same (prompt, seed): the other plays 'base'."""
+    """One aligned model (LiFT's, or a later round's) against another on the same (prompt, seed): the other plays
+    'base'."""
     paired = ([{**v, "model": "base"} for v in other_videos if v["model"] == "aligned"]
               + [v for v in lift_videos if v["model"] == "aligned"])
     return figures(paired)
@@ -144,6 +152,13 @@ def tables(summary: dict) -> str:
         versus_header = HEADER.replace("base", "the variant's").replace("| aligned", "| LiFT's")
         out += ["", f"| LiFT's aligned model vs | pairs {versus_header}", "|---|---|---|---|---|---|---|---|---|"]
         out += [row(f"{name}'s aligned model", f["lift_vs"]) for name, f in summary["pooled"]["variants"].items()]
+    if summary["pooled"]["rounds"]:
+        out += ["", f"| round | pairs {HEADER}", "|---|---|---|---|---|---|---|---|---|"]
+        out.append(row("1", summary["pooled"]["default"]))
+        out += [row(k, f["figures"]) for k, f in summary["pooled"]["rounds"].items()]
+        versus_header = HEADER.replace("base", "round 1").replace("| aligned", "| round k")
+        out += ["", f"| round k vs round 1 | pairs {versus_header}", "|---|---|---|---|---|---|---|---|---|"]
+        out += [row(f"round {k}", f["vs_round_1"]) for k, f in summary["pooled"]["rounds"].items()]
     if summary["pooled"]["guidance"]:
         out += ["", f"| evaluation guidance | pairs {HEADER}", "|---|---|---|---|---|---|---|---|---|"]
         out += [row(g, f) for g, f in summary["pooled"]["guidance"].items()]
@@ -158,17 +173,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="objective ablations rerun on the same runs (align + evaluate)")
     ap.add_argument("--guidance", type=float, nargs="*", default=[],
                     help="also evaluate the default aligned model with these guidance scales")
+    ap.add_argument("--rounds", type=int, default=1, help="LiFT in this many rounds per run (default: 1)")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="more overrides for every run (after --)")
     args = ap.parse_args(argv)
     summary: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "seeds": args.seeds,
-                     "variants": args.variants, "guidance": args.guidance, "overrides": args.overrides, "runs": {}}
+                     "variants": args.variants, "guidance": args.guidance, "rounds": args.rounds, "overrides": args.overrides,
+                     "runs": {}}
     pooled: dict[str, list] = {"default": [], **{v: [] for v in args.variants},
-                               **{f"guidance {g:g}": [] for g in args.guidance}}
+                               **{f"guidance {g:g}": [] for g in args.guidance},
+                               **{f"round {k}": [] for k in range(2, args.rounds + 1)}}
     total = 0.0
     for seed in args.seeds:
         run = storage.join(args.runs, f"seed-{seed}")
-        overrides = [*seed_overrides(seed), *args.overrides]
+        overrides = [*seed_overrides(seed), f"rounds={args.rounds}", *args.overrides]
         cmd = [sys.executable, "-m", "lift", "pipeline", run, *overrides]
         start = time.time()
         if subprocess.run(cmd).returncode:
@@ -181,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         pooled["default"] += default
         mine = {"run": run, "minutes": round(minutes, 2), "default": figures(default),
                 "critic_accuracy": storage.read_json(storage.join(run, "critic", "eval", "accuracy.json")),
-                "breakdown": breakdown(default), "variants": {}, "guidance": {}}
+                "breakdown": breakdown(default), "variants": {}, "guidance": {}, "rounds": {}}
         for name in args.variants:
             videos = _videos(storage.join(run, f"eval-{name}"), run)
             pooled[name] += videos
@@ -190,12 +208,19 @@ def main(argv: list[str] | None = None) -> int:
             videos = _videos(storage.join(run, f"eval-guidance-{g:g}"), run)
             pooled[f"guidance {g:g}"] += videos
             mine["guidance"][f"{g:g}"] = figures(videos)
+        for k in range(2, args.rounds + 1):
+            videos = _videos(_round_eval(run, k), run)
+            pooled[f"round {k}"] += videos
+            mine["rounds"][str(k)] = {"figures": figures(videos), "vs_round_1": versus(videos, default)}
         summary["runs"][str(seed)] = mine
     summary["pooled"] = {
         "minutes": round(total, 2), "default": figures(pooled["default"]), "breakdown": breakdown(pooled["default"]),
         "variants": {v: {"figures": figures(pooled[v]), "lift_vs": versus(pooled["default"], pooled[v])}
                      for v in args.variants},
-        "guidance": {f"{g:g}": figures(pooled[f"guidance {g:g}"]) for g in args.guidance}}
+        "guidance": {f"{g:g}": figures(pooled[f"guidance {g:g}"]) for g in args.guidance},
+        "rounds": {str(k): {"figures": figures(pooled[f"round {k}"]),
+                            "vs_round_1": versus(pooled[f"round {k}"], pooled["default"])}
+                   for k in range(2, args.rounds + 1)}}
     text = tables(summary)
     storage.write_text(storage.join(args.runs, "summary.md"), text)
     storage.write_json(storage.join(args.runs, "summary.json"), summary)

@@ -1,5 +1,5 @@
 """scripts/pipeline-seeds.py, the command behind docs/RESULTS.md's pipeline tables, run in a reduced mode: one seed,
-the plain-fine-tuning ablation and an evaluation with guidance; every figure of its summary.json is checked against
+the plain-fine-tuning ablation, an evaluation with guidance and a second round; every figure of its summary.json is checked against
 the stage outputs it comes from."""
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ def _script():
 
 
 @pytest.mark.slow
-def test_reduced_seeds_ablation_and_guidance_tables(tmp_path, capsys):
+def test_reduced_seeds_ablation_guidance_and_rounds_tables(tmp_path, capsys):
     script = _script()
     runs = f"file://{tmp_path}/seeds"
-    assert script.main(["--seeds", "0", "--runs", runs, "--variants", "plain", "--guidance", "3", "--",
+    assert script.main(["--seeds", "0", "--runs", runs, "--variants", "plain", "--guidance", "3", "--rounds", "2", "--",
                         *REDUCED]) == 0
     run = f"{runs}/seed-0"
     summary = storage.read_json(f"{runs}/summary.json")
@@ -60,7 +60,19 @@ def test_reduced_seeds_ablation_and_guidance_tables(tmp_path, capsys):
     assert "guidance: 3.0" in storage.read_text(f"{run}/eval-guidance-3/config.yaml")
     assert mine["guidance"]["3"] == script.figures(script._videos(f"{run}/eval-guidance-3", run))
 
+    # round 2: its own evaluation against the base, and its aligned model against round 1's on the same seeds
+    second = script._videos(f"{run}/rounds/2/eval", run)
+    assert mine["rounds"]["2"]["figures"] == script.figures(second)
+    assert summary["pooled"]["rounds"]["2"] == mine["rounds"]["2"]
+    first = {(v["prompt_id"], v["index"]): v for v in default if v["model"] == "aligned"}
+    gains = [v["oracle"]["score"] - first[(v["prompt_id"], v["index"])]["oracle"]["score"]
+             for v in second if v["model"] == "aligned"]
+    vs_first = mine["rounds"]["2"]["vs_round_1"]
+    assert vs_first["pairs"] == len(gains) == len(first)
+    assert vs_first["oracle_gain"]["mean"] == pytest.approx(sum(gains) / len(gains), abs=1e-6)
+    assert vs_first["reward"]["base"] == pytest.approx(mine["default"]["reward"]["aligned"], abs=1e-6)
+
     text = storage.read_text(f"{runs}/summary.md")
     assert text in capsys.readouterr().out
     assert "| **pooled** |" in text and "plain fine-tuning on the same data (plain)" in text
-    assert "plain's aligned model" in text and "| 3 | " in text
+    assert "plain's aligned model" in text and "| 3 | " in text and "| round 2 |" in text
