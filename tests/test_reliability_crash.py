@@ -14,9 +14,11 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from test_align import (
+    PROMPTS,
     SAMPLING,
     _copy_inputs,
     _transformer,
@@ -27,7 +29,7 @@ from test_align import TRAIN as ALIGN_TRAIN
 from test_critic import TRAIN as CRITIC_TRAIN
 from test_critic import _copy_data
 
-from lift import stages
+from lift import models, stages
 from lift.core import faults
 from lift.io import storage
 from lift.stages import runner, score
@@ -84,6 +86,7 @@ def _files(root: str) -> list[str]:
 @pytest.mark.slow
 def test_critic_sigkill_at_a_step_restarts_and_ends_with_identical_weights(zoo_dir, toy_data, tmp_path, torchrun_lift):
     from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     def args(run: str) -> list[str]:
         return ["critic", f"run={run}", f"model.name_or_path={zoo_dir}/critic", f"data={run}/data", *CRITIC_TRAIN,
@@ -97,13 +100,22 @@ def test_critic_sigkill_at_a_step_restarts_and_ends_with_identical_weights(zoo_d
     crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1, env=kill)
     _survived(crash, kill)
     _resumed_from_newest_checkpoint(crash.stderr, kill)
+    checkpoints = [storage.listdir(str(tmp_path / f"{run}/critic/checkpoints")) for run in ("clean", "crash")]
+    assert checkpoints[1] == checkpoints[0] == ["step-00000002", "step-00000004"], "no leftovers of the killed attempt"
     a = load_file(str(tmp_path / "clean/critic/model/model.safetensors"))
     b = load_file(str(tmp_path / "crash/critic/model/model.safetensors"))
     print(f"critic: max abs diff after a SIGKILL and restart: {_max_diff(a, b)}")  # docs/RELIABILITY.md
     assert _max_diff(a, b) <= 1e-6
-    assert storage.read_marker(str(tmp_path / "crash/critic"))["counts"]["steps"] == 4
+    assert not any("lora" in k for k in a), "LoRA is merged into the exported weights"
+    for run in ("clean", "crash"):
+        assert storage.read_marker(str(tmp_path / f"{run}/critic"))["counts"]["steps"] == 4
     exported = _files(str(tmp_path / "crash/critic/model"))
     assert "model.safetensors" in exported and not [f for f in exported if f.endswith((".bin", ".pt", ".pkl"))]
+    model = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "crash/critic/model"))
+    AutoProcessor.from_pretrained(str(tmp_path / "crash/critic/model"))
+    base = AutoModelForImageTextToText.from_pretrained(f"{zoo_dir}/critic")
+    moved = [n for n, p in model.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
+    assert moved and all(".visual." not in f".{n}" for n in moved), "only the language model is trained"
 
 
 @pytest.fixture(scope="module")
@@ -116,27 +128,40 @@ def align_inputs(zoo_dir, tmp_path_factory) -> str:
 
 
 @pytest.mark.slow
-def test_align_sigkill_at_a_step_restarts_and_ends_with_identical_weights(align_inputs, zoo_dir, tmp_path,
+def test_align_sigkill_at_a_step_restarts_and_ends_with_identical_weights(align_inputs, zoo_dir, s3_url,
                                                                           torchrun_lift):
+    """Over s3://, where the checkpoints, the latent cache and the export are objects."""
+    from diffusers import CogVideoXPipeline
+
     def args(root: str) -> list[str]:
         return ["align", f"rollouts={root}/rollouts", f"scores={root}/scores", f"out={root}/align",
                 f"model.name_or_path={zoo_dir}/cogvideox", "real=null", *ALIGN_TRAIN]
 
     for name in ("clean", "crash"):
-        _copy_inputs(align_inputs, str(tmp_path / name))
-    clean = torchrun_lift(*args(str(tmp_path / "clean")))
+        _copy_inputs(align_inputs, f"{s3_url}/{name}")
+    clean = torchrun_lift(*args(f"{s3_url}/clean"))
     assert clean.returncode == 0, clean.stderr[-5000:]
+    assert "vae_encodes=4" in clean.stderr
     kill = _kill_point("align", [(faults.KILL_AT_STEP, step) for step in range(1, 5)])  # 4 steps
-    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1, env=kill)
+    crash = torchrun_lift(*args(f"{s3_url}/crash"), max_restarts=1, env=kill)
     _survived(crash, kill)
     _resumed_from_newest_checkpoint(crash.stderr, kill)
-    assert storage.read_marker(str(tmp_path / "crash/align"))["counts"]["steps"] == 4
-    a, b = _transformer(str(tmp_path / "clean/align/model")), _transformer(str(tmp_path / "crash/align/model"))
+    restart = crash.stderr.split("fault injection:", 1)[1]
+    assert "vae_encodes=0" in restart and "cache_hits=4" in restart, "the restart reads the latents cached before"
+    for run in ("clean", "crash"):
+        counts = storage.read_marker(f"{s3_url}/{run}/align")["counts"]
+        assert counts["steps"] == 4 and counts["syn"] == 4
+    a, b = _transformer(f"{s3_url}/clean/align/model"), _transformer(f"{s3_url}/crash/align/model")
     print(f"align: max abs diff after a SIGKILL and restart: {_max_diff(a, b)}")  # docs/RELIABILITY.md
     assert _max_diff(a, b) <= 1e-6
-    exported = _files(str(tmp_path / "crash/align/model"))
+    exported = _files(f"{s3_url}/crash/align/model")
     assert not [f for f in exported if f.endswith((".bin", ".pt", ".pkl"))]
     assert "transformer/diffusion_pytorch_model.safetensors" in exported
+    pipe = CogVideoXPipeline.from_pretrained(models.local_dir(f"{s3_url}/crash/align/model"))
+    out = pipe(prompt=PROMPTS[0]["prompt"], num_frames=9, height=32, width=32, num_inference_steps=2,
+               generator=torch.Generator().manual_seed(0), output_type="np",
+               max_sequence_length=pipe.transformer.config.max_text_seq_length).frames
+    assert np.asarray(out).shape == (1, 9, 32, 32, 3)
 
 
 # ----------------------------------------------------------------------------------------------- sharded stages
@@ -161,8 +186,6 @@ def _committed_once(out: str, merged: str, expected_ids: list[str]) -> list[dict
 
 @pytest.mark.slow
 def test_generate_sigkill_at_a_batch_or_part_restarts_with_identical_rollouts(zoo_dir, tmp_path, torchrun_lift):
-    from test_align import PROMPTS
-
     storage.write_text(f"{tmp_path}/prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
 
     def overrides(out: str) -> list[str]:
