@@ -46,13 +46,21 @@ def test_global_batch_sampler_splits_global_batches_by_rank():
         sampler.GlobalBatchSampler(3, 2, 0, 2, seed=0)
 
 
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Path:
+    """The result of an uninterrupted 2-rank run, batch_size=4 per rank: the reference of the parity and resume
+    tests."""
+    root = tmp_path_factory.mktemp("two-ranks")
+    double = _run(str(root / "two"), root / "two.pt", "batch_size=4", nproc=2)
+    assert double.returncode == 0, double.stderr[-3000:]
+    return root / "two.pt"
+
+
 @pytest.mark.slow
-def test_two_rank_fsdp_matches_one_process(tmp_path):
+def test_two_rank_fsdp_matches_one_process(tmp_path, two_ranks):
     single = _run(str(tmp_path / "one"), tmp_path / "one.pt", "batch_size=8")
     assert single.returncode == 0, single.stderr[-3000:]
-    double = _run(str(tmp_path / "two"), tmp_path / "two.pt", "batch_size=4", nproc=2)
-    assert double.returncode == 0, double.stderr[-3000:]
-    assert _max_diff(_weights(tmp_path / "one.pt"), _weights(tmp_path / "two.pt")) < 1e-5
+    assert _max_diff(_weights(tmp_path / "one.pt"), _weights(two_ranks)) < 1e-5
     accum = _run(str(tmp_path / "acc"), tmp_path / "acc.pt", "batch_size=2", "grad_accum=2", nproc=2)
     assert accum.returncode == 0, accum.stderr[-3000:]
     assert torch.load(tmp_path / "acc.pt", weights_only=True)["counts"]["steps"] == 8
@@ -60,18 +68,16 @@ def test_two_rank_fsdp_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_stop_and_resume_gives_identical_weights(tmp_path, s3_url):
+def test_stop_and_resume_gives_identical_weights(tmp_path, s3_url, two_ranks):
     """Over s3://; the same resume over file:// is tests/test_reliability_crash.py's."""
     root = s3_url
-    clean = _run(f"{root}/clean", tmp_path / "clean.pt", nproc=2)
-    assert clean.returncode == 0, clean.stderr[-3000:]
     crashed = _run(f"{root}/crash", tmp_path / "crash.pt", nproc=2, env={"CRASH_AT": "6"})
     assert crashed.returncode != 0
     assert storage.listdir(f"{root}/crash/checkpoints") == ["step-00000002", "step-00000004"]
     resumed = _run(f"{root}/crash", tmp_path / "crash.pt", nproc=2)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from checkpoint" in resumed.stderr and "step=4" in resumed.stderr
-    assert _max_diff(_weights(tmp_path / "clean.pt"), _weights(tmp_path / "crash.pt")) <= 1e-6
+    assert _max_diff(_weights(two_ranks), _weights(tmp_path / "crash.pt")) <= 1e-6
     assert storage.listdir(f"{root}/crash/checkpoints") == ["step-00000006", "step-00000008"]
 
 
