@@ -16,7 +16,8 @@ classifier-free guidance G into RUN/eval-guidance-<G>. Both are skipped when alr
 
 The summary pools the paired (prompt, seed) comparisons of all runs (`lift.stages.evaluate.summarize`, intervals
 cluster-robust over the (run, prompt) clusters): critic reward and oracle score of base and aligned and their gains,
-per run and pooled; each run's critic accuracy next to the majority class; where the gain is (oracle checks passed
+per run and pooled; each run's critic accuracy next to the majority class, with the margin in standard errors;
+where the gain is (oracle checks passed
 and critic labels, per model); per variant the same gains and the paired gain of LiFT's aligned model over the
 variant's; per guidance the gains; per round its gains over the base and the paired gain of its aligned model
 over round 1's (the same held-out prompts and seeds). Printed as Markdown and written to RUNS/summary.md, with every figure and each
@@ -95,6 +96,11 @@ def _ci(stat: dict) -> str:
     return f"{stat['mean']:+.4f} [{stat['low']:+.4f}, {stat['high']:+.4f}]"
 
 
+def _margin(gap: dict) -> str:
+    """The critic's margin over the majority class in standard errors of the paired difference."""
+    return "no SE" if not gap["se"] else f"{gap['points'] / gap['se']:+.1f}"
+
+
 def row(name: str, f: dict, minutes: float | None = None) -> str:
     time_cell = f" {minutes:.1f} |" if minutes is not None else ""
     return (f"| {name} |{time_cell} {f['pairs']} | {f['reward']['base']:.4f} | {f['reward']['aligned']:.4f} "
@@ -129,12 +135,13 @@ def tables(summary: dict) -> str:
     out = [f"| seed | minutes | pairs {HEADER}", "|---|---|---|---|---|---|---|---|---|---|"]
     out += [row(str(s), summary["runs"][str(s)]["default"], summary["runs"][str(s)]["minutes"]) for s in seeds]
     out += [row("**pooled**", summary["pooled"]["default"], summary["pooled"]["minutes"]), ""]
-    out += ["| seed | test videos | " + " | ".join(f"{d} % (majority %)" for d in DIMENSIONS) + " |",
+    out += ["| seed | test videos | " + " | ".join(f"{d} % (majority %; margin / SE)" for d in DIMENSIONS) + " |",
             "|---|---|---|---|---|"]
     for s in seeds:
         acc = summary["runs"][str(s)]["critic_accuracy"]
         out.append(f"| {s} | {acc['videos']} | " + " | ".join(
-            f"{acc['accuracy'][d]:.1f} ({acc['majority_baseline'][d]:.1f})" for d in DIMENSIONS) + " |")
+            f"{acc['accuracy'][d]:.1f} ({acc['majority_baseline'][d]:.1f}; {_margin(acc['over_majority'][d])})"
+            for d in DIMENSIONS) + " |")
     where = summary["pooled"]["breakdown"]
     out += ["", "| pooled | base | aligned |", "|---|---|---|"]
     for check in evaluate.ORACLE_CHECKS:

@@ -4,6 +4,7 @@ distributed training, resume after SIGKILL and export are tests/test_reliability
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -68,6 +69,9 @@ def test_accuracy_on_a_known_confusion():
     assert m["confusion"]["semantic"]["Normal"] == {"Good": 1, "Normal": 0, "Bad": 0}
     assert m["truth_distribution"]["motion"] == {"Good": 2, "Normal": 1, "Bad": 2}
     assert m["majority_baseline"]["semantic"] == 40.0 and m["unparsable"]["fidelity"] == 5
+    # semantic, per video: critic right [1, 0, 1, 1, 0] minus majority class (Good) right [1, 1, 0, 0, 0]
+    assert m["over_majority"]["semantic"] == {"points": 20.0, "se": round(math.sqrt(7000 / 5), 2)}
+    assert m["over_majority"]["motion"]["points"] == 0.0  # Bad is right twice, as often as the majority class
     md = critic_eval.markdown(m, "mine")
     assert "| **mine** | 60.00 | 40.00 | 0.00 | 33.33 |" in md and "LiFT-Critic-40B (paper) | 90.23" in md
 

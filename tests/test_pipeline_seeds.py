@@ -76,3 +76,6 @@ def test_reduced_seeds_ablation_guidance_and_rounds_tables(tmp_path, capsys):
     assert text in capsys.readouterr().out
     assert "| **pooled** |" in text and "plain fine-tuning on the same data (plain)" in text
     assert "plain's aligned model" in text and "| 3 | " in text and "| round 2 |" in text
+    acc = mine["critic_accuracy"]
+    margin = acc["over_majority"]["motion"]["points"] / acc["over_majority"]["motion"]["se"]
+    assert f"{acc['accuracy']['motion']:.1f} ({acc['majority_baseline']['motion']:.1f}; {margin:+.1f})" in text

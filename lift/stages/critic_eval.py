@@ -1,7 +1,8 @@
 """`lift critic-eval`: the critic's accuracy on the test split, in the layout of LiFT's Table 2.
 
 Writes OUT/accuracy.json (accuracy per dimension and average, confusion matrices rows=truth x cols=prediction,
-label distributions, majority-class baseline) and OUT/accuracy.md beside the predictions (predictions.jsonl).
+label distributions, majority-class baseline and the critic's margin over it with its standard error) and
+OUT/accuracy.md beside the predictions (predictions.jsonl).
 
     lift critic-eval
     torchrun --nproc-per-node 8 -m lift critic-eval critic=s3://b/run/critic/model data=s3://b/run/data
@@ -9,9 +10,11 @@ label distributions, majority-class baseline) and OUT/accuracy.md beside the pre
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig
 
-from lift.core import dist
+from lift.core import dist, stats
 from lift.data import hra
 from lift.io import storage
 from lift.models import integrity
@@ -27,9 +30,13 @@ PAPER = {
 
 
 def metrics(truth: list[dict[str, str]], predicted: list[dict[str, str | None]]) -> dict:
-    """Accuracy (%), confusion matrices and label distributions per dimension; no label counts as wrong."""
+    """Accuracy (%), confusion matrices and label distributions per dimension; no label counts as wrong.
+
+    `over_majority`: the critic's accuracy minus the majority class's, in points, with the standard error of that
+    paired difference over the videos (each video: critic right minus majority class right), so "more than two
+    standard errors above the majority class" can be read off directly."""
     out = {"videos": len(truth), "accuracy": {}, "confusion": {}, "truth_distribution": {},
-           "predicted_distribution": {}, "majority_baseline": {}, "unparsable": {}}
+           "predicted_distribution": {}, "majority_baseline": {}, "over_majority": {}, "unparsable": {}}
     for d in hra.DIMENSIONS:
         pairs = [(t[d], p.get(d)) for t, p in zip(truth, predicted)]
         out["accuracy"][d] = round(100.0 * sum(t == p for t, p in pairs) / len(pairs), 2)
@@ -38,6 +45,10 @@ def metrics(truth: list[dict[str, str]], predicted: list[dict[str, str | None]])
         out["truth_distribution"][d] = {l: sum(t == l for t, _ in pairs) for l in hra.LABELS}
         out["predicted_distribution"][d] = {l: sum(p == l for _, p in pairs) for l in hra.LABELS}
         out["majority_baseline"][d] = round(100.0 * max(out["truth_distribution"][d].values()) / len(pairs), 2)
+        majority = max(hra.LABELS, key=lambda label: out["truth_distribution"][d][label])
+        gap = stats.mean_ci([100.0 * ((t == p) - (t == majority)) for t, p in pairs])
+        out["over_majority"][d] = {"points": round(gap["mean"], 2),
+                                   "se": None if gap["std"] is None else round(gap["std"] / math.sqrt(len(pairs)), 2)}
         out["unparsable"][d] = sum(p is None for _, p in pairs)
     out["accuracy"]["avg"] = round(sum(out["accuracy"][d] for d in hra.DIMENSIONS) / len(hra.DIMENSIONS), 2)
     out["majority_baseline"]["avg"] = round(
