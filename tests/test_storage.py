@@ -51,6 +51,22 @@ def test_atomic_open_commits_only_on_success(root_url, mode):
     assert storage.read_bytes(url) == b"new-content"
 
 
+def test_writing_folder_replaces_the_url_only_when_its_block_succeeds(root_url):
+    url = storage.join(root_url, "runs/model")
+    storage.write_text(storage.join(url, "stale.index.json"), "{}")  # an older save's file must not survive
+    with storage.writing_folder(url) as local:
+        with open(f"{local}/config.json", "w") as f:
+            f.write('{"a": 1}')
+    assert storage.listdir(url) == ["config.json"] and storage.read_json(f"{url}/config.json") == {"a": 1}
+    with pytest.raises(RuntimeError, match="save failed"):
+        with storage.writing_folder(url) as local:
+            with open(f"{local}/config.json", "w") as f:
+                f.write('{"a": 2}')
+            raise RuntimeError("save failed")
+    assert storage.read_json(f"{url}/config.json") == {"a": 1}, "a failed write keeps what the URL held"
+    assert storage.listdir(storage.join(root_url, "runs")) == ["model"], "no partial folder is left beside it"
+
+
 def test_marker_contract(root_url):
     out = storage.join(root_url, "stage")
     assert storage.read_marker(out) is None

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -451,6 +452,30 @@ class Shards:
 def shard_slice(items: list, shard: int, num_shards: int) -> list:
     """The items of one shard: a strided slice, so shards stay balanced and stable for a fixed item order."""
     return items[shard::num_shards]
+
+
+@contextlib.contextmanager
+def writing_folder(url: str) -> Iterator[str]:
+    """A local folder to `save_pretrained` into that becomes `url` when the block ends without an error, replacing
+    whatever the URL held (as `save_folder`). For a local URL it is a hidden folder beside the target, renamed into
+    place, so multi-GB weights are written once rather than written and then copied; for object storage it is a
+    temporary folder uploaded with `save_folder`. Not sealed: the caller writes `_SUCCESS` after the block."""
+    fs, root = filesystem(url)
+    if not isinstance(fs, LocalFileSystem):
+        with tempfile.TemporaryDirectory(prefix="lift-folder-") as tmp:
+            yield tmp
+            save_folder(tmp, url)
+        return
+    root = root.rstrip("/")
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.partial-", dir=os.path.dirname(root))
+    try:
+        yield tmp
+        if os.path.lexists(root):
+            shutil.rmtree(root)
+        os.rename(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_folder(local: str, url: str) -> None:

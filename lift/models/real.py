@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import tempfile
 from importlib import resources
 
 import torch
@@ -154,9 +153,8 @@ def write_t2v(name: str, out_url: str, layers: int = 1, text_layers: int = 1, se
         }
     pipe = getattr(diffusers, index["_class_name"])(
         tokenizer=tok, scheduler=getattr(diffusers, scheduler_cfg["_class_name"]).from_config(scheduler_cfg), **parts)
-    with tempfile.TemporaryDirectory(prefix="lift-real-") as local:
+    with storage.writing_folder(out_url) as local:
         pipe.save_pretrained(local)
-        storage.save_folder(local, out_url)
     return {part: parameters(module) for part, module in parts.items()}
 
 

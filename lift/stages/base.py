@@ -118,9 +118,8 @@ def run(cfg: DictConfig) -> dict:
         torch.manual_seed(cfg.vae.seed)
         pipe = models.load_t2v("cogvideox", cfg.start)
         counts = train_vae(cfg, pipe, urls, runtime)
-        with tempfile.TemporaryDirectory(prefix="lift-base-") as tmp:
+        with storage.writing_folder(stage1) as tmp:
             pipe.save_pretrained(tmp)
-            storage.save_folder(tmp, stage1)
         storage.write_marker(stage1, "base-vae", vae_hash, counts)
     vae_marker = storage.read_marker(stage1)
     # the transformer is trained in the start pipeline with the trained VAE in it

@@ -590,10 +590,9 @@ def pretrain_critic(base_url: str, out_url: str, *, scene_steps: int = 6000, cap
                                             loader(2, caption_steps, half, _CaptionCollate(processor, fps)),
                                             caption_steps, caption_lr, "pretrain critic: captions", start), 5)
     model.eval()
-    with tempfile.TemporaryDirectory(prefix="lift-pretrain-") as tmp:
+    with storage.writing_folder(out_url) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        storage.save_folder(tmp, out_url)
     counts.update(seconds=round(time.time() - start, 1), cpu_seconds=round(time.process_time() - cpu, 1))
     storage.write_marker(out_url, "critic-pretrain", digest, counts, base=base_url, **args)
     logs.event(log, "pretrain critic: done", out=out_url, **counts)

@@ -6,7 +6,6 @@ exporting the trained model in its library's layout.
 from __future__ import annotations
 
 import logging
-import tempfile
 from typing import Callable, Protocol
 
 import torch
@@ -180,16 +179,15 @@ def export(model: torch.nn.Module, url: str, stage: str, build: Callable[[dict[s
 
     Every rank gathers the full weights; on rank 0 `build(weights)` returns the objects to save (each with
     `save_pretrained`, e.g. the base model holding the weights and its processor) and the marker's counts. They are
-    written into one local folder, uploaded with `storage.save_folder`, and sealed with a marker of `stage` carrying
-    `fields`.
+    written into one folder (`storage.writing_folder`: in place on local disk, uploaded to object storage) and
+    sealed with a marker of `stage` carrying `fields`.
     """
     weights = full_state_dict(model)
     if runtime.is_main:
         parts, counts = build(weights)
-        with tempfile.TemporaryDirectory(prefix=f"lift-{stage}-") as tmp:
+        with storage.writing_folder(url) as tmp:
             for part in parts:
                 part.save_pretrained(tmp)
-            storage.save_folder(tmp, url)
         storage.write_marker(url, stage, "", counts, **fields)
     dist.barrier()
     return url
