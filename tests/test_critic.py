@@ -88,6 +88,27 @@ def test_collate_masks_all_but_the_answer(zoo_dir, toy_data):
     assert batch["ids"] == [f"{e.id}/{e.dimension}" for e in examples]
 
 
+def test_answer_loss_equals_the_full_sequence_loss_with_its_gradients(zoo_dir, toy_data):
+    """Training's loss reads the head only at the answer's positions; it must be the model's own loss over the whole
+    sequence, gradients included, on a right-padded batch whose answers differ in length and position."""
+    from transformers import AutoModelForImageTextToText
+
+    examples = critic.examples_from_manifest(toy_data, "train", "reason_first", True)[:3]
+    dataset = critic.Examples(examples, frames=4)
+    inputs = critic.Collate(f"{zoo_dir}/critic", fps=2.0)([dataset[i] for i in range(3)])["inputs"]
+    assert len({int((row != -100).sum()) for row in inputs["labels"]}) > 1, "answers of different lengths"
+    model = AutoModelForImageTextToText.from_pretrained(f"{zoo_dir}/critic")
+    full = model(**inputs).loss
+    full.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    kept = critic.answer_loss(model, inputs)
+    kept.backward()
+    assert kept.item() == pytest.approx(full.item(), rel=1e-6) and kept.item() > 0
+    for name, grad in expected.items():
+        assert torch.allclose(dict(model.named_parameters())[name].grad, grad, atol=1e-6), name
+
+
 def test_frames_keep_their_order_in_time(zoo_dir):
     """The processor learns the frames' rate from `video_metadata` only; without it, 8 frames of a 2 s clip
     would share temporal positions. Each temporal patch must get its own."""

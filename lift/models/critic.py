@@ -158,6 +158,20 @@ def answer_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
     return labels
 
 
+def answer_loss(model, inputs: dict) -> torch.Tensor:
+    """The mean next-token cross-entropy over the answer targets (`answer_labels`), as `model(**inputs).loss` with
+    the labels in `inputs`, but with the output head applied only at the positions that predict a target
+    (`logits_to_keep` as a mask): never a [batch, sequence, vocabulary] tensor, which for Qwen2.5-VL at 8 frames of
+    480x720 (about 2,000 positions x 152k tokens) is gigabytes of logits and gradients per example, and most of a
+    CPU step's time. Position p predicts token p + 1, so the kept positions are the targets' shifted by one."""
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    keep = torch.nn.functional.pad(targets != -100, (0, 1), value=False)  # [batch, sequence]
+    model_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**model_inputs, logits_to_keep=keep).logits  # [targets, vocabulary], in the mask's order
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep[:, :-1]])
+
+
 class Collate:
     """Tokenise a batch with the critic's processor and mask everything but the answer (and its end token).
 

@@ -21,7 +21,7 @@ from lift import models
 from lift.models import integrity
 from lift.core import dist, logs
 from lift.io import storage
-from lift.models.critic import Collate, Examples, examples_from_manifest
+from lift.models.critic import Collate, Examples, answer_loss, examples_from_manifest
 from lift.train import loop, parallel
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> dict:
 
     def loss_fn(m, batch, step):
         inputs = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
-        return m(**inputs).loss, {}
+        return answer_loss(m, inputs), {}
 
     counts = loop.fit(model=model, dataset=Examples(examples, cfg.model.frames),
                        collate=Collate(models.local_dir(cfg.model.name_or_path), cfg.model.sample_fps), loss_fn=loss_fn,
