@@ -6,8 +6,8 @@ adapted the way the stage adapts it (LoRA, frozen vision tower) and sharded the 
 per block, then the root) over torch's fake process group of the job's world size, so the parameter, gradient and
 AdamW state bytes are those FSDP2 really places on one rank. Activations are an estimate: Korthikanti et al.
 (2022)'s 34·b·s·h bytes per layer in bf16 with flash attention (no s² term), or with activation checkpointing
-2·b·s·h per layer plus one layer recomputed, and for a critic its logits over the vocabulary; a GPU run measures
-the real peak.
+2·b·s·h per layer plus one layer recomputed, and for a critic its logits over the vocabulary at the answer's
+positions (`lift.models.critic.answer_loss` applies the head nowhere else); a GPU run measures the real peak.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ class Plan:
         return "\n".join(lines) + "\n"
 
 
+ANSWER_TOKENS = 128
+"""The answer positions a critic example's loss reads logits at, at most: a reason and its verdict (the scoring
+stages decode up to 96 tokens)."""
+
+
 def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan:
     """The memory plan of `stage` (align or critic) at `cfg` on `world` ranks of `gpu_memory_gib` each."""
     if stage not in PLANNED:
@@ -92,7 +97,7 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
     def activations(batch: int) -> float:
         per_layer = batch * tokens * hidden
         layers_bytes = (2 * per_layer * layers + 34 * per_layer) if ac else 34 * per_layer * layers
-        return layers_bytes + batch * tokens * vocab * (2 + 4)  # a critic's logits in bf16, upcast for the loss
+        return layers_bytes + batch * ANSWER_TOKENS * vocab * (2 + 4)  # logits in bf16, upcast for the loss
 
     batch = int(cfg.trainer.batch_size)
     room = gpu_memory_gib * GIB - sum(fixed.values())
