@@ -418,8 +418,9 @@ def _align_setting(env, model, params, opt, loss_fn, fwd, ckpt, batch, shape, te
 
 
 def critic_step(env: Env) -> dict:
-    """A LoRA step of the 7B critic as its cluster recipe sets it up, on a batch `critic.Collate` makes."""
-    from lift.models.critic import Collate, CriticExample, answer_text
+    """A LoRA step of the 7B critic as its cluster recipe sets it up and `lift critic` takes it (`answer_loss`), on a
+    batch `critic.Collate` makes."""
+    from lift.models.critic import Collate, CriticExample, answer_loss, answer_text
     from lift.stages import critic
     from lift.train import optim
 
@@ -439,7 +440,7 @@ def critic_step(env: Env) -> dict:
     inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
 
     def step():
-        model(**inputs).loss.backward()
+        answer_loss(model, inputs).backward()  # the stage's loss: the head at the answer's positions
         torch.nn.utils.clip_grad_norm_(params, float(cfg.trainer.grad_clip))
         opt.step()
         opt.zero_grad(set_to_none=True)
