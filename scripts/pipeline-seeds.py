@@ -30,7 +30,6 @@ import argparse
 import platform
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,6 +51,14 @@ VARIANTS = {
 def seed_overrides(seed: int) -> list[str]:
     return [f"data.seed={seed}", f"critic.trainer.seed={seed}", f"generate.seed={seed}",
             f"align.trainer.seed={seed}", f"evaluate.seed={1000 + seed}"]
+
+
+def pipeline_minutes(run: str, overrides: list[str]) -> float:
+    """The minutes a run's single pass took: its stages' own seconds, from their `_SUCCESS` markers (so a rerun that
+    finds them complete reports the time they took, not the rerun's)."""
+    cfg = stages.load("pipeline", None, [f"run={run}", *overrides])
+    markers = [storage.read_marker(stages.section(cfg, name).out) for name in stages.STAGES]
+    return sum(m.get("seconds") or 0.0 for m in markers if m) / 60
 
 
 def _round_eval(run: str, k: int) -> str:
@@ -195,12 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         run = storage.join(args.runs, f"seed-{seed}")
         overrides = [*seed_overrides(seed), f"rounds={args.rounds}", *args.overrides]
         cmd = [sys.executable, "-m", "lift", "pipeline", run, *overrides]
-        start = time.time()
         if subprocess.run(cmd).returncode:
             print(f"pipeline-seeds: the run of seed {seed} failed: {' '.join(cmd)}", file=sys.stderr)
             return 1
         variant_and_guidance(run, overrides, args.variants, args.guidance)
-        minutes = (time.time() - start) / 60
+        minutes = pipeline_minutes(run, overrides)
         total += minutes
         default = _videos(storage.join(run, "eval"), run)
         pooled["default"] += default

@@ -40,6 +40,9 @@ def test_reduced_seeds_ablation_guidance_and_rounds_tables(tmp_path, capsys):
     assert mine["default"]["pairs"] == len([v for v in default if v["model"] == "aligned"])
     assert summary["pooled"]["default"] == mine["default"]  # one seed: pooled is that seed
     assert mine["critic_accuracy"] == storage.read_json(f"{run}/critic/eval/accuracy.json")
+    seconds = [storage.read_marker(f"{run}/{out}")["seconds"] for out in
+               ("data", "base", "critic", "critic/eval", "rollouts", "scores", "align", "eval")]
+    assert mine["minutes"] == pytest.approx(sum(seconds) / 60, abs=0.01), "the pass's stage times, from markers"
 
     # the ablation retrained only align, with its objective, and evaluated that model with the same seeds
     plain_cfg = storage.read_text(f"{run}/align-plain/config.yaml")
