@@ -81,6 +81,23 @@ def test_vae_is_tiled_and_sliced_only_for_a_clip_larger_than_its_tile(family, zo
     assert not spec.fit_vae(vae, 32, 32) and not vae.use_tiling, "a small clip after a large one goes whole again"
 
 
+def _encode_whole_then_tiled(spec: families.Family, vae, clip: torch.Tensor):
+    """`spec.encode_video` of `clip` untiled, then tiled as `spec.fit_vae` decides for its size; returns both latents
+    and the (height, width) of every input the VAE's encoder saw in each pass."""
+    pipe = type("Pipe", (), {"vae": vae})
+    seen: list[tuple[int, int]] = []
+    hook = vae.encoder.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    height, width = clip.shape[-2:]
+    with torch.no_grad():
+        assert not spec.fit_vae(vae, height, width, tiling=False)
+        whole = spec.encode_video(pipe, clip)
+        whole_seen, seen[:] = set(seen), []
+        assert spec.fit_vae(vae, height, width)
+        tiled = spec.encode_video(pipe, clip)
+    hook.remove()
+    return whole, tiled, whole_seen, set(seen)
+
+
 def test_wan_tiled_encode_matches_the_untiled_encode():
     """The published Wan VAE's layout (8x spatial, 4x temporal compression, causal frames) at reduced channels, with
     the family's tile scaled down by 4 so a 72x72 clip needs four tiles."""
@@ -91,17 +108,9 @@ def test_wan_tiled_encode_matches_the_untiled_encode():
         clip = torch.rand(1, 3, 5, 72, 72) * 2 - 1  # stationary content: each tile's statistics are the clip's
     wan = families.get("wan")
     spec = dataclasses.replace(wan, vae_tiling={k: v // 4 for k, v in wan.vae_tiling.items()})
-    pipe = type("Pipe", (), {"vae": vae})
-    seen: list[tuple[int, int]] = []
-    vae.encoder.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
-    with torch.no_grad():
-        assert not spec.fit_vae(vae, 72, 72, tiling=False)
-        whole = spec.encode_video(pipe, clip)
-        assert set(seen) == {(72, 72)}
-        seen.clear()
-        assert spec.fit_vae(vae, 72, 72)
-        tiled = spec.encode_video(pipe, clip)
-    assert set(seen) == {(64, 64), (64, 24), (24, 64), (24, 24)}, "four overlapping tiles, none larger than 64 px"
+    whole, tiled, whole_seen, tiles = _encode_whole_then_tiled(spec, vae, clip)
+    assert whole_seen == {(72, 72)}
+    assert tiles == {(64, 64), (64, 24), (24, 64), (24, 24)}, "four overlapping tiles, none larger than 64 px"
     assert tiled.shape == whole.shape == (1, 16, 2, 9, 9)
     assert float((tiled - whole).norm() / whole.norm()) < 0.15
 
@@ -118,17 +127,9 @@ def test_cogvideox_tiled_encode_matches_the_untiled_encode():
         vae = diffusers.AutoencoderKLCogVideoX.from_config(cfg).eval()
         clip = torch.rand(1, 3, 5, 256, 392) * 2 - 1  # stationary content: each tile's statistics are the clip's
     spec = families.get("cogvideox")
-    pipe = type("Pipe", (), {"vae": vae})
-    seen: list[tuple[int, int]] = []
-    vae.encoder.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
-    with torch.no_grad():
-        assert not spec.fit_vae(vae, 256, 392, tiling=False)
-        whole = spec.encode_video(pipe, clip)
-        assert set(seen) == {(256, 392)}
-        seen.clear()
-        assert spec.fit_vae(vae, 256, 392)
-        tiled = spec.encode_video(pipe, clip)
-    assert set(seen) == {(240, 360), (240, 104), (56, 360), (56, 104)}, "four overlapping tiles, none over 240x360"
+    whole, tiled, whole_seen, tiles = _encode_whole_then_tiled(spec, vae, clip)
+    assert whole_seen == {(256, 392)}
+    assert tiles == {(240, 360), (240, 104), (56, 360), (56, 104)}, "four overlapping tiles, none over 240x360"
     assert tiled.shape == whole.shape == (1, 2, 16, 32, 49)
     assert float((tiled - whole).norm() / whole.norm()) < 0.15
 
