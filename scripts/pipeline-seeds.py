@@ -3,7 +3,7 @@
 and, on the same runs, the objective ablations and the evaluation with guidance.
 
     .venv/bin/python scripts/pipeline-seeds.py                       # seeds 0 1 2 under runs/seeds/
-    .venv/bin/python scripts/pipeline-seeds.py --variants plain lambda0 --guidance 3 --rounds 3  # every table of RESULTS.md
+    .venv/bin/python scripts/pipeline-seeds.py --variants plain lambda0 --guidance 3 --rounds 3  # every table
     .venv/bin/python scripts/pipeline-seeds.py --seeds 0 1 2 3 4 --runs s3://bucket/seeds -- align.trainer.lr=2e-4
 
 Seed s sets every seed of the run (toy data, critic and alignment training, rollouts; evaluation seeds 1000 + s);
@@ -16,12 +16,12 @@ classifier-free guidance G into RUN/eval-guidance-<G>. Both are skipped when alr
 
 The summary pools the paired (prompt, seed) comparisons of all runs (`lift.stages.evaluate.summarize`, intervals
 cluster-robust over the (run, prompt) clusters): critic reward and oracle score of base and aligned and their gains,
-per run and pooled; each run's critic accuracy next to the majority class, with the margin in standard errors;
-where the gain is (oracle checks passed
-and critic labels, per model); per variant the same gains and the paired gain of LiFT's aligned model over the
-variant's; per guidance the gains; per round its gains over the base and the paired gain of its aligned model
-over round 1's (the same held-out prompts and seeds). Printed as Markdown and written to RUNS/summary.md, with every figure and each
-run's raw numbers in RUNS/summary.json (the file docs/RESULTS.md's tables are copied from).
+per run and pooled; each run's critic accuracy next to the majority class, with the margin in standard errors; where
+the gain is (oracle checks passed and critic labels, per model); per variant the same gains and the paired gain of
+LiFT's aligned model over the variant's; per guidance the gains; per round its gains over the base and the paired
+gain of its aligned model over round 1's (the same held-out prompts and seeds). Printed as Markdown and written to
+RUNS/summary.md, with every figure and each run's raw numbers in RUNS/summary.json (the file docs/RESULTS.md's
+tables are copied from).
 """
 
 from __future__ import annotations
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     summary: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "seeds": args.seeds,
-                     "variants": args.variants, "guidance": args.guidance, "rounds": args.rounds, "overrides": args.overrides,
-                     "runs": {}}
+                     "variants": args.variants, "guidance": args.guidance, "rounds": args.rounds,
+                     "overrides": args.overrides, "runs": {}}
     pooled: dict[str, list] = {"default": [], **{v: [] for v in args.variants},
                                **{f"guidance {g:g}": [] for g in args.guidance},
                                **{f"round {k}": [] for k in range(2, args.rounds + 1)}}

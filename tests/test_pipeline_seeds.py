@@ -1,6 +1,6 @@
 """scripts/pipeline-seeds.py, the command behind docs/RESULTS.md's pipeline tables, run in a reduced mode: one seed,
-the plain-fine-tuning ablation, an evaluation with guidance and a second round; every figure of its summary.json is checked against
-the stage outputs it comes from."""
+the plain-fine-tuning ablation, an evaluation with guidance and a second round; every figure of its summary.json is
+checked against the stage outputs it comes from."""
 
 from __future__ import annotations
 
