@@ -46,6 +46,27 @@ def test_global_batch_sampler_splits_global_batches_by_rank():
         sampler.GlobalBatchSampler(3, 2, 0, 2, seed=0)
 
 
+@pytest.mark.parametrize("schedule,warmup,cycles", [("cosine", 3, 1), ("cosine_with_restarts", 2, 3),
+                                                      ("constant", 4, 1), ("cosine", 0, 1)])
+def test_schedules_equal_transformers_at_every_step(schedule, warmup, cycles):
+    from transformers import get_scheduler
+
+    cfg = TrainerConfig(lr=0.5, warmup_steps=warmup, warmup_ratio=0.0, schedule=schedule, num_cycles=cycles)
+    ours, theirs = (torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr) for _ in range(2))
+    name = {"constant": "constant_with_warmup"}.get(schedule, schedule)
+    extra = {"num_cycles": cycles} if schedule == "cosine_with_restarts" else {}
+    reference = get_scheduler(name, theirs, num_warmup_steps=warmup, num_training_steps=20,
+                              scheduler_specific_kwargs=extra)
+    scheduler = optim.build_scheduler(ours, cfg, steps=20)
+    lrs = []
+    for _ in range(22):
+        lrs.append(ours.param_groups[0]["lr"])
+        assert lrs[-1] == theirs.param_groups[0]["lr"]
+        scheduler.step()
+        reference.step()
+    assert lrs[warmup] == 0.5 and lrs[20] == (0.5 if schedule == "constant" else 0.0)
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
     """The result of an uninterrupted 2-rank run, batch_size=4 per rank: the reference of the parity and resume

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 
 import torch
 
@@ -50,13 +52,26 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: TrainerConfig, device
                              fused=device.type == "cuda")
 
 
-def build_scheduler(optimizer, cfg: TrainerConfig, steps: int):
-    from transformers import get_scheduler
+def lr_factor(step: int, *, schedule: str, warmup: int, steps: int, num_cycles: int = 1) -> float:
+    """trainer.lr's multiplier at optimizer step `step`: a linear warmup from 0 over `warmup` steps, then a half
+    cosine down to 0 at `steps` ("cosine"), `num_cycles` such cosines each restarting at trainer.lr
+    ("cosine_with_restarts"), or 1 ("constant"). These are transformers' schedules (`get_scheduler`'s "cosine",
+    "cosine_with_restarts" and "constant_with_warmup"; tests/test_train.py checks every step equal), written out
+    because importing transformers.optimization costs every training process seconds (it imports the Trainer's
+    utilities and peft)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, steps - warmup)
+    if schedule == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    if progress >= 1.0:
+        return 0.0
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((num_cycles * progress) % 1.0))))
 
+
+def build_scheduler(optimizer, cfg: TrainerConfig, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else int(cfg.warmup_ratio * steps)
-    name = {"cosine": "cosine", "cosine_with_restarts": "cosine_with_restarts", "constant": "constant_with_warmup"}
-    extra = {"num_cycles": cfg.num_cycles} if cfg.schedule == "cosine_with_restarts" else {}
-    return get_scheduler(name[cfg.schedule], optimizer, num_warmup_steps=min(warmup, steps),
-                         num_training_steps=steps, scheduler_specific_kwargs=extra)
-
-
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, schedule=cfg.schedule, warmup=min(warmup, steps), steps=steps, num_cycles=cfg.num_cycles))
