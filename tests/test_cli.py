@@ -51,6 +51,14 @@ def test_console_script_installed():
     assert "mode: logits" in out.stdout and "# s(label) of LiFT's reward" in out.stdout
 
 
+def test_a_stage_process_does_not_import_the_kubernetes_client():
+    """Every rank of every stage imports lift.cli; only `lift submit` builds jobs, and the Kubernetes client's
+    models take a second to import."""
+    code = "import sys, lift.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'kubernetes', 'kubeflow'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
 def test_typo_fails_before_work_with_suggestion(capsys):
     assert cli.main(["align", "trainer.lrr=1e-5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

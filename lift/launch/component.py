@@ -40,6 +40,12 @@ DEFAULT_IMAGE = "ghcr.io/lift-k8s/lift:0.1.0"
 COMMANDS = tuple(s.name for s in cluster_stages())
 # The container port torchrun's rendezvous (c10d store / MASTER_PORT) listens on in multi-node runs.
 RDZV_PORT_NAME = "c10d"
+# How `lift submit --secret` hands the object-storage credentials to the pods (lift/launch/stagejob.py): the Secret
+# mounted read-only as files under CREDENTIALS_DIR, or its keys as environment variables.
+CREDENTIALS = ("file", "env")
+CREDENTIALS_DIR = "/var/run/secrets/lift"
+# Kubeflow Trainer's ClusterTrainingRuntime for PyTorch: where `lift submit --api trainjob` runs by default.
+TRAINER_RUNTIME = "torch-distributed"
 
 
 class StageRole(specs.Role):

@@ -35,14 +35,12 @@ from kubernetes.client import (
 from torchx import specs
 
 from lift.launch import hardening
-from lift.launch.component import RDZV_PORT_NAME, torchrun_argv
+from lift.launch.component import CREDENTIALS, CREDENTIALS_DIR, RDZV_PORT_NAME, torchrun_argv
 
 # Secret keys mapped to environment variables of the same name (credentials="env"); optional keys may be absent.
 SECRET_KEYS = {"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False, "AWS_SESSION_TOKEN": True, "HF_TOKEN": True}
-# credentials="file": where the Secret is mounted, and the variable -> key file the SDKs read.
-CREDENTIALS_DIR = "/var/run/secrets/lift"
+# credentials="file": the variable -> the key file (under CREDENTIALS_DIR) the SDKs read.
 CREDENTIAL_FILES = {"AWS_SHARED_CREDENTIALS_FILE": "credentials", "HF_TOKEN_PATH": "HF_TOKEN"}
-CREDENTIALS = ("file", "env")
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue admits a job to the LocalQueue this label names
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"  # ... at the WorkloadPriorityClass this one names
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

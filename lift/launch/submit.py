@@ -34,7 +34,7 @@ from torchx.util.types import decode, decode_optional
 
 from lift import stages
 from lift.core import logs
-from lift.launch import component, pytorchjob, stagejob, trainjob
+from lift.launch import component
 
 log = logging.getLogger("lift.submit")
 COMMANDS = ("submit", "status", "logs")
@@ -104,16 +104,17 @@ def add_parsers(sub) -> None:
         job.add_argument("--dry-run", action="store_true", help="print the job as YAML instead of creating it")
         job.add_argument("--secret", help="existing Secret with the object-storage credentials: with --credentials "
                                           f"file, a key `credentials` (an AWS credentials file) mounted at "
-                                          f"{stagejob.CREDENTIALS_DIR} (optional key HF_TOKEN); with env, keys "
+                                          f"{component.CREDENTIALS_DIR} (optional key HF_TOKEN); with env, keys "
                                           "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (optional: AWS_SESSION_TOKEN, "
                                           "HF_TOKEN) read through secretKeyRef")
-        job.add_argument("--credentials", choices=stagejob.CREDENTIALS, default="file",
+        job.add_argument("--credentials", choices=component.CREDENTIALS, default="file",
                          help="how --secret reaches the pods: mounted as files (default) or as env variables")
         job.add_argument("--queue", help="Kueue LocalQueue: labels the job kueue.x-k8s.io/queue-name and creates it "
                                          "suspended for Kueue to admit")
         job.add_argument("--workload-priority", help="Kueue WorkloadPriorityClass (kueue.x-k8s.io/priority-class)")
-        job.add_argument("--runtime", default=trainjob.RUNTIME,
-                         help=f"--api trainjob: the ClusterTrainingRuntime to run on (default: {trainjob.RUNTIME})")
+        job.add_argument("--runtime", default=component.TRAINER_RUNTIME,
+                         help="--api trainjob: the ClusterTrainingRuntime to run on "
+                              f"(default: {component.TRAINER_RUNTIME})")
         job.add_argument("--service-account", help="pod service account (bind it to cloud IAM for workload identity)")
         job.add_argument("--shm-size", help="size limit of /dev/shm, e.g. 16Gi (default: bounded by the memory limit)")
         job.add_argument("--priority-class", help="PriorityClass of the pods")
@@ -139,6 +140,10 @@ def add_parsers(sub) -> None:
 # --------------------------------------------------------------------------------------------------- actions
 def build_job(args: argparse.Namespace, namespace: str):
     """The PyTorchJob of `lift submit`'s arguments: the builder's AppDef, converted."""
+    # imported here, not at the top: the Kubernetes client's models take a second to import, which every `lift`
+    # process (each rank of each stage) would pay
+    from lift.launch import pytorchjob, stagejob, trainjob
+
     hints = typing.get_type_hints(component.stage_app)
     options = {p.name: getattr(args, p.name) for p in _launch_params()}
     for key, value in options.items():
@@ -204,6 +209,8 @@ def _create_trainjob(client, job: dict, namespace: str) -> None:
     like the SDK does, so `_sdk` reports them the same way."""
     from kubernetes.client.rest import ApiException
 
+    from lift.launch import trainjob
+
     try:
         client.custom_api.create_namespaced_custom_object(trainjob.GROUP, trainjob.VERSION, namespace,
                                                           trainjob.PLURAL, job)
@@ -230,6 +237,8 @@ def submit(args: argparse.Namespace) -> None:
     namespace = _namespace(args)
     job = build_job(args, namespace)
     if args.dry_run:
+        from lift.launch import pytorchjob, trainjob
+
         sys.stdout.write(trainjob.to_yaml(job) if args.api == "trainjob" else pytorchjob.to_yaml(job))
         return
     client = _client(args, namespace)

@@ -33,16 +33,16 @@ from kubernetes.client import ApiClient
 from torchx import specs
 
 from lift.launch import stagejob
+from lift.launch.component import TRAINER_RUNTIME
 
 GROUP, VERSION, PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "TrainJob"
-RUNTIME = "torch-distributed"  # Trainer's ClusterTrainingRuntime for PyTorch
 REPLICATED_JOB = CONTAINER = "node"  # the runtime's replicated job and training container (the torch plugin's names)
 PATCH_MANAGER = "lift.kubeflow.org/submit"  # owner of the runtime patch
 
 
-def render(job: stagejob.StageJob, *, runtime: str = RUNTIME, runtime_kind: str = "ClusterTrainingRuntime",
+def render(job: stagejob.StageJob, *, runtime: str = TRAINER_RUNTIME, runtime_kind: str = "ClusterTrainingRuntime",
            service_account: Optional[str] = None) -> dict:
     """The TrainJob that runs `job` on Kubeflow Trainer v2, as the API server receives it."""
     client = ApiClient()
@@ -84,7 +84,7 @@ def render(job: stagejob.StageJob, *, runtime: str = RUNTIME, runtime_kind: str 
 
 def from_app(app: specs.AppDef, *, namespace: Optional[str] = None, secret: Optional[str] = None,
              credentials: str = "file", service_account: Optional[str] = None, shm_size: Optional[str] = None,
-             runtime: str = RUNTIME, queue: Optional[str] = None, workload_priority: Optional[str] = None,
+             runtime: str = TRAINER_RUNTIME, queue: Optional[str] = None, workload_priority: Optional[str] = None,
              labels: Optional[dict] = None) -> dict:
     """The TrainJob of `app`'s role (see lift/launch/stagejob.py for `secret` and `credentials`)."""
     job = stagejob.from_app(app, namespace=namespace, secret=secret, credentials=credentials, shm_size=shm_size,
