@@ -15,6 +15,7 @@ from lift.config.schema import TrainerConfig
 from lift.core import dist
 from lift.io import storage
 from lift.train import loop, optim, sampler
+from lift.train.checkpoint import TrainState
 
 WORKER = Path(__file__).with_name("torchrun_train.py")
 
@@ -65,6 +66,41 @@ def test_schedules_equal_transformers_at_every_step(schedule, warmup, cycles):
         scheduler.step()
         reference.step()
     assert lrs[warmup] == 0.5 and lrs[20] == (0.5 if schedule == "constant" else 0.0)
+
+
+class _TiedHead(torch.nn.Module):
+    """Frozen embeddings tied to the head (as Qwen2-VL's) around one trainable layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.mid, self.head = torch.nn.Embedding(50, 6), torch.nn.Linear(6, 6), torch.nn.Linear(6, 50)
+        self.head.weight = self.embed.weight
+        self.embed.weight.requires_grad_(False)
+        self.head.bias.requires_grad_(False)
+
+    def forward(self, ids):
+        return self.head(self.mid(self.embed(ids)))
+
+
+def test_a_checkpoint_of_a_partly_frozen_model_holds_only_what_trains(tmp_path):
+    """Frozen weights come from the base model, under every name a tied one has; a resume restores the rest."""
+    torch.manual_seed(0)
+    model = _TiedHead()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    torch.nn.functional.cross_entropy(model(torch.tensor([1, 2])), torch.tensor([3, 4])).backward()
+    opt.step()
+    state = TrainState(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0), trainable_only=True)
+    saved = state.state_dict()
+    assert set(saved["model"]) == {"mid.weight", "mid.bias"}
+    torch.manual_seed(1)
+    fresh = _TiedHead()
+    fresh.embed.weight.data.copy_(model.embed.weight)
+    fresh.head.bias.data.copy_(model.head.bias)
+    opt2 = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad], lr=0.1)
+    TrainState(fresh, opt2, torch.optim.lr_scheduler.LambdaLR(opt2, lambda s: 1.0),
+                    trainable_only=True).load_state_dict(saved)
+    assert _max_diff(fresh.state_dict(), model.state_dict()) == 0
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
 @pytest.fixture(scope="module")
