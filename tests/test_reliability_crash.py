@@ -116,6 +116,32 @@ def test_critic_sigkill_at_a_step_restarts_and_ends_with_identical_weights(zoo_d
     base = AutoModelForImageTextToText.from_pretrained(f"{zoo_dir}/critic")
     moved = [n for n, p in model.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert moved and all(".visual." not in f".{n}" for n in moved), "only the language model is trained"
+    _is_the_base_with_the_adapters_merged(a, load_file(f"{zoo_dir}/critic/model.safetensors"),
+                                          str(tmp_path / "clean/critic/checkpoints/step-00000004"))
+
+
+def _is_the_base_with_the_adapters_merged(exported: dict, base: dict, checkpoint: str) -> None:
+    """The export gathers only the LoRA adapters and merges them into the base read from its folder: each adapted
+    projection is its base weight plus alpha/r x B @ A of the last checkpoint, every other weight the base's."""
+    import torch.distributed.checkpoint as dcp
+
+    saved = dcp.FileSystemReader(checkpoint).read_metadata().state_dict_metadata
+    adapters = {k: torch.empty(saved[k].size) for k in saved if k.startswith("train.model.") and ".lora_" in k}
+    dcp.load(adapters, checkpoint_id=checkpoint)
+    assert exported.keys() == base.keys() and adapters
+    merged = set()
+    for key, a in adapters.items():
+        if ".lora_A." not in key:
+            continue
+        b = adapters[key.replace(".lora_A.", ".lora_B.")]
+        # the file names the language model's layers "model.layers.N", the model in memory may not
+        tail = key[key.index("layers."):].replace(".lora_A.default", "")
+        [name] = [n for n in base if n.endswith(tail) and "visual" not in n]
+        torch.testing.assert_close(exported[name], base[name] + 2.0 * b @ a)  # CRITIC_TRAIN: alpha 8 / r 4
+        merged.add(name)
+    for name in base.keys() - merged:
+        assert torch.equal(exported[name], base[name]), name
+    assert len(merged) == len(adapters) // 2 and all(not torch.equal(exported[n], base[n]) for n in merged)
 
 
 @pytest.fixture(scope="module")

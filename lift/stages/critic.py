@@ -60,21 +60,31 @@ def blocks(model) -> list[torch.nn.Module]:
 
 
 def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
-    """Merged weights in transformers layout (safetensors + processor) at OUT/model, sealed with `_SUCCESS`."""
+    """Merged weights in transformers layout (safetensors + processor) at OUT/model, sealed with `_SUCCESS`, in the
+    dtype the base model is stored in (the published Qwen-VL models: bfloat16). With LoRA only the adapters are
+    gathered, and merged in float32 into the base read from its folder: rank 0 holds one full copy of the model,
+    not two."""
 
     def build(weights):
-        base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+        remote = cfg.model.trust_remote_code
+        base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=remote)
         if cfg.lora.enabled:
             base = adapt(base, cfg)
-            base.load_state_dict(weights)
+            trained = {name for name, p in base.named_parameters() if p.requires_grad}
+            unexpected = base.load_state_dict(weights, strict=False).unexpected_keys
+            if unexpected or trained - weights.keys():
+                raise RuntimeError(f"critic export: the trained adapters do not fit the base model (unexpected "
+                                   f"{unexpected[:3]}, missing {sorted(trained - weights.keys())[:3]})")
             base = base.merge_and_unload()
         else:
             base.load_state_dict(weights)
         base.activation_checkpointing_disable()
+        base.to(models.stored_dtype(cfg.model.name_or_path, remote))
         return [base, processor], {"parameters": sum(p.numel() for p in base.parameters())}
 
     return parallel.export(model, storage.join(cfg.out, "model"), "critic-model", build, runtime,
-                           base=cfg.model.name_or_path, answer_format=cfg.model.answer_format,
+                           trainable_only=cfg.lora.enabled, base=cfg.model.name_or_path,
+                           answer_format=cfg.model.answer_format,
                            frames=cfg.model.frames, sample_fps=cfg.model.sample_fps)
 
 

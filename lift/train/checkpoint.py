@@ -70,6 +70,7 @@ from lift.config import ConfigError
 from lift.config.schema import TrainerConfig
 from lift.core import dist, logs
 from lift.io import storage
+from lift.train import parallel
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"^step-(\d{8})$")
@@ -154,13 +155,8 @@ class TrainState(Stateful):
 
     def state_dict(self) -> dict:
         model = get_model_state_dict(self.model, options=self.options)
-        if self.options.ignore_frozen_params:
-            # torch finds the frozen parameters under one name each, so a frozen parameter that is tied under a
-            # second name (Qwen2-VL's lm_head is its embeddings: 233M parameters for the 2B) would be saved there
-            frozen = {name for name, p in self.model.named_parameters(remove_duplicate=False) if not p.requires_grad}
-            model = {k: v for k, v in model.items() if k not in frozen}
         return {
-            "model": model,
+            "model": parallel.without_frozen(self.model, model) if self.options.ignore_frozen_params else model,
             "optim": get_optimizer_state_dict(self.model, self.optimizer, options=self.options),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,

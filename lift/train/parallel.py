@@ -167,22 +167,33 @@ def shard_model(model: torch.nn.Module, blocks: list[torch.nn.Module], runtime: 
     return model
 
 
-def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Unsharded CPU weights on every rank (a collective: call it on all ranks), for exports."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+def without_frozen(model: torch.nn.Module, state: dict) -> dict:
+    """`state`, a state dict of `model`, without any name of a frozen parameter. torch's `ignore_frozen_params`
+    finds frozen parameters under one name each, so a frozen parameter tied under a second name would stay under
+    that one (Qwen2-VL's head is its embeddings: 233M parameters for the 2B)."""
+    frozen = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    return {k: v for k, v in state.items() if k not in frozen}
+
+
+def full_state_dict(model: torch.nn.Module, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+    """Unsharded CPU weights on rank 0, an empty dict on the others (a collective: call it on all ranks), for
+    exports; `trainable_only` keeps only the parameters that train (a LoRA run's adapters)."""
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trainable_only)
+    state = get_model_state_dict(model, options=options)
+    return without_frozen(model, state) if trainable_only else state
 
 
 def export(model: torch.nn.Module, url: str, stage: str, build: Callable[[dict[str, torch.Tensor]], tuple[list, dict]],
-           runtime: dist.Runtime, **fields) -> str:
+           runtime: dist.Runtime, trainable_only: bool = False, **fields) -> str:
     """Export a trained (maybe sharded) model to `url`, sealed with a `_SUCCESS` marker; a collective: every rank
     calls it, and returns when rank 0 has sealed the folder.
 
-    Every rank gathers the full weights; on rank 0 `build(weights)` returns the objects to save (each with
-    `save_pretrained`, e.g. the base model holding the weights and its processor) and the marker's counts. They are
-    written into one folder (`storage.writing_folder`: in place on local disk, uploaded to object storage) and
+    The ranks gather the full weights (`trainable_only`: only those that train) to rank 0, where `build(weights)`
+    returns the objects to save (each with `save_pretrained`, e.g. the base model holding the weights and its
+    processor) and the marker's counts. They are written into one folder (`storage.writing_folder`: in place on local disk, uploaded to object storage) and
     sealed with a marker of `stage` carrying `fields`.
     """
-    weights = full_state_dict(model)
+    weights = full_state_dict(model, trainable_only)
     if runtime.is_main:
         parts, counts = build(weights)
         with storage.writing_folder(url) as tmp:
