@@ -190,8 +190,8 @@ def export(model: torch.nn.Module, url: str, stage: str, build: Callable[[dict[s
 
     The ranks gather the full weights (`trainable_only`: only those that train) to rank 0, where `build(weights)`
     returns the objects to save (each with `save_pretrained`, e.g. the base model holding the weights and its
-    processor) and the marker's counts. They are written into one folder (`storage.writing_folder`: in place on local disk, uploaded to object storage) and
-    sealed with a marker of `stage` carrying `fields`.
+    processor) and the marker's counts. They are written into one folder (`storage.writing_folder`: in place on
+    local disk, uploaded to object storage) and sealed with a marker of `stage` carrying `fields`.
     """
     weights = full_state_dict(model, trainable_only)
     if runtime.is_main:
