@@ -82,7 +82,7 @@ class _TiedHead(torch.nn.Module):
         return self.head(self.mid(self.embed(ids)))
 
 
-def test_a_checkpoint_of_a_partly_frozen_model_holds_only_what_trains(tmp_path):
+def test_a_checkpoint_of_a_partly_frozen_model_holds_only_what_trains():
     """Frozen weights come from the base model, under every name a tied one has; a resume restores the rest."""
     torch.manual_seed(0)
     model = _TiedHead()
@@ -98,7 +98,7 @@ def test_a_checkpoint_of_a_partly_frozen_model_holds_only_what_trains(tmp_path):
     fresh.head.bias.data.copy_(model.head.bias)
     opt2 = torch.optim.AdamW([p for p in fresh.parameters() if p.requires_grad], lr=0.1)
     TrainState(fresh, opt2, torch.optim.lr_scheduler.LambdaLR(opt2, lambda s: 1.0),
-                    trainable_only=True).load_state_dict(saved)
+               trainable_only=True).load_state_dict(saved)
     assert _max_diff(fresh.state_dict(), model.state_dict()) == 0
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
