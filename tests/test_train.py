@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,16 +127,28 @@ def test_two_rank_fsdp_matches_one_process(tmp_path, two_ranks):
 
 @pytest.mark.slow
 def test_stop_and_resume_gives_identical_weights(tmp_path, s3_url, two_ranks):
-    """Over s3://; the same resume over file:// is tests/test_reliability_crash.py's."""
+    """Over s3://; the same resume over file:// is tests/test_reliability_crash.py's. The TensorBoard scalars of
+    both runs reach object storage (the crashed run's at its checkpoints), and no local staging folder is left."""
     root = s3_url
-    crashed = _run(f"{root}/crash", tmp_path / "crash.pt", nproc=2, env={"CRASH_AT": "6"})
+    env = {"TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    crashed = _run(f"{root}/crash", tmp_path / "crash.pt", nproc=2, env={**env, "CRASH_AT": "6"})
     assert crashed.returncode != 0
     assert storage.listdir(f"{root}/crash/checkpoints") == ["step-00000002", "step-00000004"]
-    resumed = _run(f"{root}/crash", tmp_path / "crash.pt", nproc=2)
+    resumed = _run(f"{root}/crash", tmp_path / "crash.pt", nproc=2, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from checkpoint" in resumed.stderr and "step=4" in resumed.stderr
     assert _max_diff(_weights(two_ranks), _weights(tmp_path / "crash.pt")) <= 1e-6
     assert storage.listdir(f"{root}/crash/checkpoints") == ["step-00000006", "step-00000008"]
+
+    from lift.report.report import read_scalars
+
+    scalars = read_scalars(f"{root}/crash/tensorboard")
+    assert [step for step, _ in scalars["loss"]] == [2, 4, 6, 8]
+    logged = {int(m[0]): float(m[1]) for m in re.findall(r"step=(\d+) .*?loss=(\S+)", crashed.stderr + resumed.stderr)}
+    assert {step: f"{v:.4g}" for step, v in scalars["loss"]} == {k: f"{v:.4g}" for k, v in logged.items()}
+    assert scalars["lr"][0] == (2, pytest.approx(1e-2)) and scalars["lr"][-1] == (8, 0.0), "warmup 2, cosine to 0"
+    assert not list((tmp_path / "tmp").glob("lift-tb-*")), "the crashed run's folder too: removed at its exit"
 
 
 @pytest.mark.slow

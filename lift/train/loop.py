@@ -61,19 +61,23 @@ LossFn = Callable[[torch.nn.Module, dict, int], "tuple[torch.Tensor, dict[str, f
 
 @dataclass
 class _Board:
-    """TensorBoard on rank 0; event files go to a local folder and are copied to object storage at checkpoints."""
+    """TensorBoard on rank 0; event files go to a local folder and are copied to object storage at checkpoints
+    (for object storage the folder is temporary, removed by `close`)."""
 
     url: str
     enabled: bool
 
     def __post_init__(self):
-        self.writer = None
+        self.writer, self.staging = None, None
         if not self.enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        local = storage.protocol_of(self.url) == "file"
-        self.local = storage.filesystem(self.url)[1] if local else tempfile.mkdtemp(prefix="lift-tb-")
+        if storage.protocol_of(self.url) == "file":
+            self.local = storage.filesystem(self.url)[1]
+        else:
+            self.staging = tempfile.TemporaryDirectory(prefix="lift-tb-")
+            self.local = self.staging.name
         self.writer = SummaryWriter(self.local)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
@@ -85,8 +89,16 @@ class _Board:
         if not self.writer:
             return
         self.writer.flush()
-        if storage.protocol_of(self.url) != "file":
+        if self.staging:
             storage.upload_dir(self.local, self.url)
+
+    def close(self) -> None:
+        """The last events uploaded, the writer closed and the temporary folder removed."""
+        self.sync()
+        if self.writer:
+            self.writer.close()
+        if self.staging:
+            self.staging.cleanup()
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -241,6 +253,6 @@ def fit(
                 board.sync()
     bar.close()
     ckpt.save(state, block=True)
-    board.sync()
+    board.close()
     return {"steps": state.step, "skipped_steps": skipped, "examples": len(dataset), "resumed": bool(resumed)}
 
