@@ -11,7 +11,9 @@ from __future__ import annotations
 import gc
 import json
 import math
+import shutil
 import unicodedata
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -59,21 +61,23 @@ def processors(folders) -> dict:
 
 
 @pytest.fixture(scope="module")
-def critic_7b(tmp_path_factory) -> str:
+def critic_7b(tmp_path_factory) -> Iterator[str]:
     """Qwen2.5-VL-7B-Instruct at real width, 1 language and 1 vision block (~1.37B parameters, 1.09B of them the
     untied 152k-token embeddings and head), random weights."""
     out = str(tmp_path_factory.mktemp("qwen2.5-vl-7b-1layer"))
     real.write_critic("qwen2.5-vl-7b", out, layers=1, vision_layers=1)
     gc.collect()
-    return out
+    yield out
+    shutil.rmtree(out)
 
 
 @pytest.fixture(scope="module")
-def critic_2b(tmp_path_factory) -> str:
+def critic_2b(tmp_path_factory) -> Iterator[str]:
     """Qwen2-VL-2B-Instruct at real width, 1 language and 1 vision block (~335M parameters), random weights."""
     out = str(tmp_path_factory.mktemp("qwen2-vl-2b-1layer"))
     real.write_critic("qwen2-vl-2b", out, layers=1, vision_layers=1)
-    return out
+    yield out
+    shutil.rmtree(out)
 
 
 @pytest.mark.parametrize("name", real.CRITICS)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,7 @@ WORKER = Path(__file__).with_name("torchrun_load.py")
 
 
 @pytest.fixture(scope="module")
-def loaded(zoo_dir, tmp_path_factory) -> tuple[Path, Path, int]:
+def loaded(zoo_dir, tmp_path_factory) -> Iterator[tuple[Path, Path, int]]:
     """(worker output, the real-width critic's folder, its bytes of float32 weights), after one 2-rank run."""
     root = tmp_path_factory.mktemp("sharded-load")
     real_dir = root / "qwen2-vl-2b"
@@ -42,7 +44,8 @@ def loaded(zoo_dir, tmp_path_factory) -> tuple[Path, Path, int]:
            str(root), zoo_dir, str(real_dir)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-4000:]
-    return root, real_dir, total
+    yield root, real_dir, total
+    shutil.rmtree(root)
 
 
 @pytest.mark.slow

@@ -137,20 +137,6 @@ def test_cogvideox_tiled_encode_matches_the_untiled_encode():
 # ------------------------------------------------------------------------------------- every stage at real width
 
 
-@pytest.fixture(scope="session")
-def real_t2v(tmp_path_factory):
-    """name -> a local real-width pipeline folder (1 block, 1 text-encoder layer), written once per session."""
-    built: dict[str, str] = {}
-
-    def get(name: str) -> str:
-        if name not in built:
-            built[name] = str(tmp_path_factory.mktemp("real-t2v") / name)
-            assert cli.main(["models", "real", name, built[name]]) == 0
-        return built[name]
-
-    return get
-
-
 def _transformer_weights(name: str, folder: str) -> dict[str, torch.Tensor]:
     cls = getattr(diffusers, real.config(name, "transformer/config.json")["_class_name"])
     return cls.from_pretrained(folder, subfolder="transformer").state_dict()
@@ -186,13 +172,14 @@ def _align(torchrun_lift, name: str, base: str, s3: str, out: str, steps: int, c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["cogvideox-2b", "cogvideox-5b", "wan2.1-1.3b"])
-def test_generate_align_evaluate_at_real_width(name, real_t2v, zoo_dir, s3_url, torchrun_lift, tmp_path):
+def test_generate_align_evaluate_at_real_width(name, zoo_dir, s3_url, torchrun_lift, tmp_path):
     """generate -> score (zoo critic) -> align (torchrun, 2 ranks) -> evaluate (base vs the aligned export). Wan's
     align is killed after step 2, before that step's checkpoint, and resumed from step 1's; CogVideoX's runs one
     step, with no checkpoint before the final one (resume is Wan's to check)."""
     family = real.t2v_family(name)
     spec = families.get(family)
-    base = real_t2v(name)
+    base = str(tmp_path / name)
+    assert cli.main(["models", "real", name, base]) == 0
     storage.write_text(f"{s3_url}/prompts.jsonl", "".join(json.dumps(p) + "\n" for p in PROMPTS))
 
     runner.run_stage("generate", stages.load("generate", None, [
