@@ -26,6 +26,7 @@ temporal position.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -506,11 +507,12 @@ def _scene_loss(visual, heads: torch.nn.ModuleDict, batch: dict) -> torch.Tensor
 
 def _fit(params, loss_of, loader, steps: int, lr: float, what: str, start: float) -> float:
     """AdamW with 5% warmup and cosine decay over `loader`'s batches; returns the mean loss of the last 25 steps."""
-    from transformers import get_cosine_schedule_with_warmup
+    from lift.train.optim import lr_factor
 
     params = list(params)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    schedule = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+        lr_factor, schedule="cosine", warmup=max(1, steps // 20), steps=steps))
     window: list[float] = []
     last = float("nan")
     for step, batch in enumerate(logs.progress(loader, total=steps, desc=what, unit="step"), 1):
