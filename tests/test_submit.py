@@ -414,7 +414,8 @@ def test_submit_posts_the_trainjob(api, capsys):
     api.responses[("POST", TRAINJOBS.format(ns="team-a"))] = (201, lambda body: body)
     argv = _as_trainjob(CASES["gpu-4x8-secret"][0], "--queue", "gpu")
     assert cli.main(["submit", *argv]) == 0
-    assert capsys.readouterr().out.strip() == NAME
+    printed = capsys.readouterr()
+    assert printed.out.strip() == NAME and f"lift logs {NAME} --api trainjob -n team-a -f" in printed.err
     (request,) = api.requests
     assert (request["method"], request["path"]) == ("POST", TRAINJOBS.format(ns="team-a"))
     assert request["auth"] == "Bearer loopback-token"
@@ -509,6 +510,76 @@ def test_logs_of_a_job_without_pods_is_one_line(api, capsys):
                                                                        "metadata": {}, "items": []})
     assert cli.main(["logs", NAME]) == 1
     assert "has no pods (yet)" in capsys.readouterr().err
+
+
+def test_trainjob_status_reads_its_conditions_and_child_jobs(api, capsys):
+    job = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+           "metadata": {"name": NAME, "namespace": "team-a"}, "spec": {"suspend": False},
+           "status": {"conditions": [
+               {"type": "Suspended", "status": "False", "reason": "Resumed", "message": "admitted by Kueue",
+                "lastTransitionTime": "2026-11-25T10:00:00Z"},
+               {"type": "Complete", "status": "True", "reason": "JobSetCompleted", "message": "jobset completed",
+                "lastTransitionTime": "2026-11-25T12:00:00Z"}],
+               "jobsStatus": [{"name": "node", "active": 0, "ready": 0, "succeeded": 1, "failed": 0,
+                               "suspended": 0}]}}
+    api.responses[("GET", f"{TRAINJOBS.format(ns='team-a')}/{NAME}")] = (200, job)
+    assert cli.main(["status", NAME, "--api", "trainjob"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"team-a/{NAME}: Complete"
+    assert out[1].split()[:3] == ["Suspended", "False", "2026-11-25T10:00:00Z"] and "admitted by Kueue" in out[1]
+    assert out[-1] == "  node: active=0 ready=0 succeeded=1 failed=0 suspended=0"
+    queued = {**job, "spec": {"suspend": True}, "status": {}}
+    api.responses[("GET", f"{TRAINJOBS.format(ns='team-a')}/{NAME}")] = (200, queued)
+    assert cli.main(["status", NAME, "--api", "trainjob"]) == 0
+    assert capsys.readouterr().out == f"team-a/{NAME}: Suspended\n", "waiting for Kueue to admit it"
+    assert cli.main(["status", "nope", "--api", "trainjob"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lift: error: reading TrainJob team-a/nope: 404") and "\n" not in err
+
+
+def _node_pod(index: int) -> dict:
+    return {"metadata": {"name": f"{NAME}-node-0-{index}-x", "namespace": "team-a", "labels": {
+        "jobset.sigs.k8s.io/jobset-name": NAME, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+        "batch.kubernetes.io/job-completion-index": str(index)}}, "status": {"phase": "Running"}}
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_trainjob_logs_read_node_zeros_pod_or_every_pod(follow, api, capsys):
+    pods = "/api/v1/namespaces/team-a/pods"
+    for i in range(2):
+        api.responses[("GET", f"{pods}/{NAME}-node-0-{i}-x/log")] = (200, f"rank {2 * i} step 1\nrank {2 * i} done\n")
+    flags = ["--api", "trainjob", *(["-f"] if follow else [])]
+
+    def listing(*indices):
+        api.responses[("GET", pods)] = (200, {"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                                              "items": [_node_pod(i) for i in indices]})
+
+    listing(0)
+    assert cli.main(["logs", NAME, *flags]) == 0
+    assert capsys.readouterr().out == "rank 0 step 1\nrank 0 done\n"
+    selector = api.requests[0]["query"]["labelSelector"][0].split(",")
+    assert sorted(selector) == ["batch.kubernetes.io/job-completion-index=0", f"jobset.sigs.k8s.io/jobset-name={NAME}",
+                                "jobset.sigs.k8s.io/replicatedjob-name=node"]
+    read = api.requests[-1]
+    assert read["query"]["container"] == ["node"] and read["query"].get("follow") == (["True"] if follow else None)
+
+    listing(0, 1)
+    api.requests.clear()
+    assert cli.main(["logs", NAME, "--all", *flags]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "batch.kubernetes.io/job-completion-index" not in api.requests[0]["query"]["labelSelector"][0]
+    if follow:  # two streams at once: each pod's lines in order, prefixed with its pod
+        for i in range(2):
+            assert [x for x in out if f"-{i}-x]" in x] == [f"[Pod {NAME}-node-0-{i}-x]: rank {2 * i} step 1",
+                                                          f"[Pod {NAME}-node-0-{i}-x]: rank {2 * i} done"]
+    else:
+        assert out == [f"==> {NAME}-node-0-0-x <==", "rank 0 step 1", "rank 0 done",
+                       f"==> {NAME}-node-0-1-x <==", "rank 2 step 1", "rank 2 done"]
+
+    listing()
+    assert cli.main(["logs", NAME, *flags]) == 1
+    assert f"TrainJob team-a/{NAME} has no pods (yet); see `lift status {NAME} --api trainjob`" in \
+        capsys.readouterr().err
 
 
 def test_submit_help_lists_the_component_options(capsys):

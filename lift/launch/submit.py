@@ -13,7 +13,10 @@ lift/launch/stagejob.py and rendered by lift/launch/pytorchjob.py or lift/launch
 are the components' own, spelled as in `torchx run` (-j, -h, --cpu, --gpu, --memMB, --image, --config, --env,
 --max_retries, ...). The cluster is the current kube context (or --context) and its namespace (or --namespace);
 PyTorchJobs go through the kubeflow-training SDK's TrainingClient, TrainJobs through the kubernetes client's
-CustomObjectsApi (`status` and `logs` follow PyTorchJobs).
+CustomObjectsApi and CoreV1Api (their pods are the JobSet's, rank 0 on node 0).
+
+    lift status lift-align-3f9c1a --api trainjob
+    lift logs lift-align-3f9c1a --api trainjob --follow
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import os
 import secrets
 import sys
+import threading
 import time
 import typing
 from typing import List, Optional
@@ -69,6 +73,12 @@ def _add_launch_arguments(parser: argparse.ArgumentParser) -> None:
                                help=docs[param.name])
 
 
+def _add_api_argument(parser) -> None:
+    parser.add_argument("--api", choices=APIS, default="pytorchjob",
+                        help="pytorchjob: kubeflow.org/v1 PyTorchJob (training operator v1); trainjob: "
+                             "trainer.kubeflow.org/v1alpha1 TrainJob (Kubeflow Trainer v2) (default: pytorchjob)")
+
+
 def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", "--namespace", help="namespace (default: the kube context's, else 'default')")
     parser.add_argument("--context", help="kube context (default: the current one)")
@@ -98,9 +108,7 @@ def add_parsers(sub) -> None:
                        help="config overrides, after --" if stage != "data" else
                        "arguments of `lift data`, after --: toy OUT_URL [key=value ...]")
         job = s.add_argument_group("Kubernetes job options")
-        job.add_argument("--api", choices=APIS, default="pytorchjob",
-                         help="pytorchjob: kubeflow.org/v1 PyTorchJob (training operator v1); trainjob: "
-                              "trainer.kubeflow.org/v1alpha1 TrainJob (Kubeflow Trainer v2) (default: pytorchjob)")
+        _add_api_argument(job)
         job.add_argument("--dry-run", action="store_true", help="print the job as YAML instead of creating it")
         job.add_argument("--secret", help="existing Secret with the object-storage credentials: with --credentials "
                                           f"file, a key `credentials` (an AWS credentials file) mounted at "
@@ -124,16 +132,18 @@ def add_parsers(sub) -> None:
         if stage == "data":
             s.set_defaults(j="1x1")  # one process, as components/data.py and the chart run it
 
-    st = sub.add_parser("status", help="state of a submitted PyTorchJob", description="Print a PyTorchJob's state, "
-                        "conditions and replica counts.")
-    st.add_argument("job", metavar="JOB", help="PyTorchJob name (printed by lift submit)")
+    st = sub.add_parser("status", help="state of a submitted job", description="Print a PyTorchJob's (or "
+                        "TrainJob's) state, conditions and replica (child job) counts.")
+    st.add_argument("job", metavar="JOB", help="job name (printed by lift submit)")
+    _add_api_argument(st)
     _add_cluster_arguments(st)
 
-    lg = sub.add_parser("logs", help="logs of a submitted PyTorchJob", description="Print (or follow) the logs of a "
-                        "PyTorchJob's pods: rank 0's by default.")
-    lg.add_argument("job", metavar="JOB", help="PyTorchJob name")
+    lg = sub.add_parser("logs", help="logs of a submitted job", description="Print (or follow) the logs of a "
+                        "PyTorchJob's (or TrainJob's) pods: rank 0's by default.")
+    lg.add_argument("job", metavar="JOB", help="job name (printed by lift submit)")
     lg.add_argument("-f", "--follow", action="store_true", help="stream until the pods finish")
     lg.add_argument("--all", action="store_true", help="every pod, not only the first node's")
+    _add_api_argument(lg)
     _add_cluster_arguments(lg)
 
 
@@ -204,26 +214,15 @@ def _client(args: argparse.Namespace, namespace: str):
         raise ClusterError(f"no usable kube config ({e}); set --kubeconfig/--context or KUBECONFIG") from None
 
 
-def _create_trainjob(client, job: dict, namespace: str) -> None:
-    """POST the TrainJob with the kube config the TrainingClient loaded (its CustomObjectsApi), wrapping API errors
-    like the SDK does, so `_sdk` reports them the same way."""
+def _sdk(what: str, fn, *a, **kw):
+    """Call the SDK or the kubernetes client, turning an API error (the SDK wraps it in RuntimeError/TimeoutError)
+    into one clear line."""
     from kubernetes.client.rest import ApiException
 
-    from lift.launch import trainjob
-
-    try:
-        client.custom_api.create_namespaced_custom_object(trainjob.GROUP, trainjob.VERSION, namespace,
-                                                          trainjob.PLURAL, job)
-    except ApiException as e:
-        raise RuntimeError(f"failed to create TrainJob {namespace}/{job['metadata']['name']}") from e
-
-
-def _sdk(what: str, fn, *a, **kw):
-    """Call the SDK, turning its RuntimeError/TimeoutError wrapping into one clear line."""
     try:
         return fn(*a, **kw)
-    except (RuntimeError, TimeoutError) as e:
-        cause = e.__cause__
+    except (ApiException, RuntimeError, TimeoutError) as e:
+        cause = e if isinstance(e, ApiException) else e.__cause__
         if cause is None or not hasattr(cause, "status"):
             raise ClusterError(f"{what}: {e}") from None
         try:  # the API server's Status object says why in its message
@@ -243,33 +242,116 @@ def submit(args: argparse.Namespace) -> None:
         return
     client = _client(args, namespace)
     if args.api == "trainjob":
+        from lift.launch import trainjob
+
         name = job["metadata"]["name"]
-        _sdk(f"creating TrainJob {namespace}/{name}", _create_trainjob, client, job, namespace)
+        _sdk(f"creating TrainJob {namespace}/{name}", client.custom_api.create_namespaced_custom_object,
+             trainjob.GROUP, trainjob.VERSION, namespace, trainjob.PLURAL, job)
     else:
         name = job.metadata.name
         _sdk(f"creating PyTorchJob {namespace}/{name}", client.create_job, job=job, namespace=namespace)
-    logs.event(log, "submitted", job=name, namespace=namespace, follow=f"lift logs {name} -n {namespace} -f")
+    api = " --api trainjob" if args.api == "trainjob" else ""
+    logs.event(log, "submitted", job=name, namespace=namespace, follow=f"lift logs {name}{api} -n {namespace} -f")
     print(name)
+
+
+def _print_status(namespace: str, name: str, conditions: list[tuple], counts: dict[str, dict], idle: str) -> None:
+    """`NAMESPACE/NAME: STATE` (the last condition that holds, else `idle`), one line per condition (type, status,
+    time, reason, message) and per replica or child job with its pod counts."""
+    active = [c for c in conditions if c[1] == "True"]
+    print(f"{namespace}/{name}: {active[-1][0] if active else idle}")
+    for kind, state, when, reason, message in conditions:
+        print(f"  {kind:<11} {state:<5} {when:<25} {reason or ''}: {message or ''}")
+    for group, numbers in sorted(counts.items()):
+        print(f"  {group}: " + " ".join(f"{k}={v or 0}" for k, v in numbers.items()))
 
 
 def status(args: argparse.Namespace) -> None:
     namespace = _namespace(args)
     client = _client(args, namespace)
+    if args.api == "trainjob":
+        from lift.launch import trainjob
+
+        job = _sdk(f"reading TrainJob {namespace}/{args.job}", client.custom_api.get_namespaced_custom_object,
+                   trainjob.GROUP, trainjob.VERSION, namespace, trainjob.PLURAL, args.job)
+        state = job.get("status") or {}
+        conditions = [(c["type"], c["status"], c.get("lastTransitionTime", ""), c.get("reason"), c.get("message"))
+                      for c in state.get("conditions") or []]
+        counts = {j["name"]: {k: j.get(k) for k in ("active", "ready", "succeeded", "failed", "suspended")}
+                  for j in state.get("jobsStatus") or []}
+        idle = "Suspended" if (job.get("spec") or {}).get("suspend") else "Pending"
+        _print_status(namespace, args.job, conditions, counts, idle)
+        return
     job = _sdk(f"reading PyTorchJob {namespace}/{args.job}", client.get_job, name=args.job, namespace=namespace)
-    conditions = (job.status.conditions if job.status else None) or []
-    active = [c for c in conditions if c.status == "True"]
-    state = active[-1].type if active else "Pending"
-    print(f"{namespace}/{args.job}: {state}")
-    for c in conditions:
-        when = c.last_transition_time.isoformat() if hasattr(c.last_transition_time, "isoformat") else ""
-        print(f"  {c.type:<11} {c.status:<5} {when:<25} {c.reason or ''}: {c.message or ''}")
-    for rtype, rs in sorted(((job.status.replica_statuses if job.status else None) or {}).items()):
-        print(f"  {rtype}: active={rs.active or 0} succeeded={rs.succeeded or 0} failed={rs.failed or 0}")
+    conditions = [(c.type, c.status, getattr(c.last_transition_time, "isoformat", lambda: "")(), c.reason, c.message)
+                  for c in (job.status.conditions if job.status else None) or []]
+    counts = {rtype: {"active": rs.active, "succeeded": rs.succeeded, "failed": rs.failed}
+              for rtype, rs in ((job.status.replica_statuses if job.status else None) or {}).items()}
+    _print_status(namespace, args.job, conditions, counts, "Pending")
+
+
+def _print_logs(found: dict[str, str]) -> None:
+    for pod, text in sorted(found.items()):
+        if len(found) > 1:
+            print(f"==> {pod} <==")
+        sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+
+
+def _trainjob_logs(args: argparse.Namespace, client, namespace: str) -> None:
+    """Rank 0 runs on node 0: the pod of completion index 0 of the JobSet's `node` job (the TrainJob's name)."""
+    from lift.launch import trainjob
+
+    selector = (f"jobset.sigs.k8s.io/jobset-name={args.job},"
+                f"jobset.sigs.k8s.io/replicatedjob-name={trainjob.REPLICATED_JOB}")
+    if not args.all:
+        selector += ",batch.kubernetes.io/job-completion-index=0"
+
+    def pods() -> list:
+        return _sdk(f"listing pods of {namespace}/{args.job}", client.core_api.list_namespaced_pod, namespace,
+                    label_selector=selector).items
+
+    found = pods()
+    if not found:
+        raise ClusterError(f"TrainJob {namespace}/{args.job} has no pods (yet); "
+                           f"see `lift status {args.job} --api trainjob`")
+    names = sorted(p.metadata.name for p in found)
+    if not args.follow:
+        _print_logs({name: _sdk(f"reading logs of {namespace}/{name}", client.core_api.read_namespaced_pod_log,
+                                name, namespace, container=trainjob.CONTAINER) for name in names})
+        return
+    while all(p.status is not None and p.status.phase == "Pending" for p in found):
+        logs.event(log, "waiting for the pods to start", job=args.job)
+        time.sleep(5)
+        found = pods()
+    _follow(client.core_api, names, namespace, trainjob.CONTAINER)
+
+
+def _follow(core, names: list[str], namespace: str, container: str) -> None:
+    """Stream each pod's log until its container ends; lines are prefixed `[Pod NAME]: ` when there are several
+    pods, as the kubeflow-training SDK prints a PyTorchJob's."""
+    from kubernetes import watch
+
+    lock = threading.Lock()
+
+    def stream(name: str) -> None:
+        for line in watch.Watch().stream(core.read_namespaced_pod_log, name=name, namespace=namespace,
+                                         container=container):
+            with lock:
+                print(f"[Pod {name}]: {line}" if len(names) > 1 else line, flush=True)
+
+    threads = [threading.Thread(target=stream, args=(name,), daemon=True) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def logs_(args: argparse.Namespace) -> None:
     namespace = _namespace(args)
     client = _client(args, namespace)
+    if args.api == "trainjob":
+        _trainjob_logs(args, client, namespace)
+        return
     # Rank 0 runs on the Master pod, or on worker-0 in an elastic job (which has no Master).
     selectors = [{}] if args.all else [{"is_master": True}, {"replica_type": "worker", "replica_index": 0}]
     for selector in selectors:
@@ -287,10 +369,7 @@ def logs_(args: argparse.Namespace) -> None:
     found, _ = _sdk(f"reading logs of {namespace}/{args.job}", client.get_job_logs, name=args.job,
                     namespace=namespace, follow=args.follow, **selector)
     if not args.follow:  # following prints as it goes ("[Pod NAME]: line")
-        for pod, text in sorted(found.items()):
-            if len(found) > 1:
-                print(f"==> {pod} <==")
-            sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+        _print_logs(found)
 
 
 def dispatch(args: argparse.Namespace) -> None:
