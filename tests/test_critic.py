@@ -144,6 +144,41 @@ def trained_critic(zoo_dir, toy_data, tmp_path_factory) -> str:
     return f"{run}/critic/model"
 
 
+def test_a_fully_trained_critic_exports_in_the_stored_dtype_with_its_head_tied(zoo_dir, tmp_path):
+    """Without LoRA the gathered weights become the exported model's parameters (no second copy of the base): each
+    cast to the dtype the base is stored in, a tied head tied again and stored once."""
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText
+
+    from lift import models
+    from lift.core import dist
+    from lift.stages import critic as critic_stage
+
+    base = str(tmp_path / "base")
+    model, processor = models.load_critic(f"{zoo_dir}/critic")
+    model.config.tie_word_embeddings = model.config.text_config.tie_word_embeddings = True
+    model.tie_weights()
+    model.to(torch.bfloat16).save_pretrained(base)
+    processor.save_pretrained(base)
+    trained, _ = models.load_critic(base)  # float32, as training holds it
+    assert trained.lm_head.weight is trained.get_input_embeddings().weight
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    cfg = stages.load("critic", None, [f"run={tmp_path}/run", f"data={tmp_path}/data", f"model.name_or_path={base}"])
+    out = critic_stage.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")))
+    assert storage.read_marker(out)["stage"] == "critic-model"
+    expected = {k: v.to(torch.bfloat16) for k, v in trained.state_dict().items()}
+    with safe_open(f"{out}/model.safetensors", "pt") as f:
+        stored = {k: f.get_tensor(k) for k in f.keys()}
+    assert "lm_head.weight" not in stored and {v.dtype for v in stored.values()} == {torch.bfloat16}
+    assert len(stored) == len(expected) - 1, "every weight once, the tied head not again"
+    exported = AutoModelForImageTextToText.from_pretrained(out)
+    assert exported.dtype == torch.bfloat16 and exported.lm_head.weight is exported.get_input_embeddings().weight
+    assert all(torch.equal(v, expected[k]) for k, v in exported.state_dict().items())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["logits", "generate"])
 def test_score_both_modes_over_s3(mode, trained_critic, toy_data, s3_url, tmp_path_factory):

@@ -189,13 +189,20 @@ def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: s
     Code shipped inside a model folder (`auto_map` in its config) runs only with `trust_remote_code=True`, which
     only the config's `model.trust_remote_code` turns on; weights load from safetensors only.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
     path = local_dir(name_or_path)
-    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    processor = load_processor(path, trust_remote_code)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code,
                                                         use_safetensors=True).to(device)
     return model, processor
+
+
+def load_processor(name_or_path: str, trust_remote_code: bool = False) -> ProcessorMixin:
+    """The processor (tokenizer, video processor, chat template) of a critic's folder."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(local_dir(name_or_path), trust_remote_code=trust_remote_code)
 
 
 def load_t2v(family: str, name_or_path: str, dtype: torch.dtype = torch.float32,

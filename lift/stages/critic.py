@@ -61,14 +61,15 @@ def blocks(model) -> list[torch.nn.Module]:
 
 def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
     """Merged weights in transformers layout (safetensors + processor) at OUT/model, sealed with `_SUCCESS`, in the
-    dtype the base model is stored in (the published Qwen-VL models: bfloat16). With LoRA only the adapters are
-    gathered, and merged in float32 into the base read from its folder: rank 0 holds one full copy of the model,
-    not two."""
+    dtype the base model is stored in (the published Qwen-VL models: bfloat16). Rank 0 holds one full copy of the
+    model, not two: with LoRA only the adapters are gathered, and merged in float32 into the base read from its
+    folder; without, the gathered weights, cast one by one, become the parameters of a model built empty."""
 
     def build(weights):
         remote = cfg.model.trust_remote_code
-        base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=remote)
+        dtype = models.stored_dtype(cfg.model.name_or_path, remote)
         if cfg.lora.enabled:
+            base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=remote)
             base = adapt(base, cfg)
             trained = {name for name, p in base.named_parameters() if p.requires_grad}
             unexpected = base.load_state_dict(weights, strict=False).unexpected_keys
@@ -76,10 +77,15 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
                 raise RuntimeError(f"critic export: the trained adapters do not fit the base model (unexpected "
                                    f"{unexpected[:3]}, missing {sorted(trained - weights.keys())[:3]})")
             base = base.merge_and_unload()
+            base.activation_checkpointing_disable()
+            base.to(dtype)
         else:
-            base.load_state_dict(weights)
-        base.activation_checkpointing_disable()
-        base.to(models.stored_dtype(cfg.model.name_or_path, remote))
+            base, _ = models.critic_skeleton(cfg.model.name_or_path, remote)
+            processor = models.load_processor(cfg.model.name_or_path, remote)
+            for name in list(weights):  # each float32 tensor is freed as its cast replaces it
+                weights[name] = weights[name].to(dtype)
+            base.load_state_dict(weights, assign=True)
+            base.tie_weights()  # assigning replaced the tied head's parameter
         return [base, processor], {"parameters": sum(p.numel() for p in base.parameters())}
 
     return parallel.export(model, storage.join(cfg.out, "model"), "critic-model", build, runtime,
