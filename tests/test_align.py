@@ -16,7 +16,7 @@ import torch
 from lift import models, stages
 from lift.data import prompts
 from lift.io import storage, video
-from lift.models import sampling
+from lift.models import families, sampling
 from lift.stages import align, runner
 
 PROMPTS = [{"id": "p0", "prompt": "a red circle moves left on a blue background"},
@@ -67,6 +67,41 @@ def test_generation_is_deterministic_per_video(family, zoo_dir, tmp_path):
         assert storage.read_bytes(f"{rollouts}/{m['video']}") == storage.read_bytes(f"{again}/{m['video']}")
     other = sampling.sample(pipe, family, [first["prompt"]], [first["seed"] + 1], settings, torch.device("cpu"))[0]
     assert not np.array_equal(alone, other)
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "wan"])
+def test_export_copies_the_base_and_stores_the_transformer_as_the_base_does(family, zoo_dir, tmp_path):
+    """The export holds the trained transformer in the base transformer's stored dtype (here bfloat16) and every
+    other file of the base pipeline unchanged; it loads as a pipeline of its family."""
+    import diffusers
+    from safetensors import safe_open
+
+    from lift.core import dist
+
+    base = str(tmp_path / "base")
+    pipe = models.load_t2v(family, f"{zoo_dir}/{family}")
+    pipe.transformer.to(torch.bfloat16)
+    pipe.save_pretrained(base)
+    trained = models.load_t2v(family, base).transformer  # float32, as training holds it
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    cfg = stages.load("align", None, [f"out={tmp_path}/align", f"rollouts={tmp_path}/r", f"scores={tmp_path}/s",
+                                      f"model.family={family}", f"model.name_or_path={base}"])
+    out = align.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")))
+    assert storage.read_marker(out)["stage"] == "align-model"
+    copied = sorted(os.path.relpath(os.path.join(d, f), base) for d, _, files in os.walk(base) for f in files
+                    if not os.path.relpath(d, base).startswith("transformer"))
+    for rel in copied:
+        with open(os.path.join(base, rel), "rb") as a, open(os.path.join(out, rel), "rb") as b:
+            assert a.read() == b.read(), rel
+    with safe_open(f"{out}/transformer/diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    exported = getattr(diffusers, families.get(family).pipeline).from_pretrained(out, dtype=torch.bfloat16)
+    weights = exported.transformer.state_dict()
+    assert weights.keys() == trained.state_dict().keys()
+    assert all(torch.equal(v, trained.state_dict()[k].to(torch.bfloat16)) for k, v in weights.items())
 
 
 def test_prompt_file_errors(tmp_path):

@@ -12,6 +12,7 @@ Cache: $LIFT_CACHE (default ~/.cache/lift/models). Old versions of a model are n
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -91,6 +92,9 @@ def _fetch(url: str) -> str:
 
 
 
+_SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
 class Checkpoint:
     """The safetensors weights of one model folder, read tensor by tensor and row range by row range.
 
@@ -119,6 +123,18 @@ class Checkpoint:
 
     def __contains__(self, name: str) -> bool:
         return name in self.where
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype most of the weights are stored in (the published models: one for all)."""
+        from safetensors import safe_open
+
+        stored: collections.Counter = collections.Counter()
+        for file in sorted({file for file, _ in self.where.values()}):
+            with safe_open(file, "pt") as handle:
+                stored.update(handle.get_slice(name).get_dtype() for name in handle.keys())
+        floating = [(n, d) for d, n in stored.items() if d in _SAFETENSORS_FLOATS]
+        return _SAFETENSORS_FLOATS[max(floating)[1]] if floating else torch.float32
 
     def read(self, name: str, start: int | None = None, stop: int | None = None) -> torch.Tensor:
         from safetensors import safe_open

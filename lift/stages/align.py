@@ -22,6 +22,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -203,13 +205,36 @@ def weighted_loss(per_sample: torch.Tensor, batch: dict) -> tuple[torch.Tensor, 
     return (weight * per_sample).mean(), metrics
 
 
+@dataclass
+class TrainedPipeline:
+    """The aligned pipeline as `parallel.export` saves it: the base pipeline's model_index.json and every component
+    but the transformer copied file by file, unchanged and never loaded, and the trained transformer."""
+
+    base: str
+    transformer: torch.nn.Module
+
+    def save_pretrained(self, folder: str) -> None:
+        with open(os.path.join(self.base, "model_index.json")) as f:
+            index = json.load(f)
+        shutil.copy2(os.path.join(self.base, "model_index.json"), folder)
+        for name, entry in index.items():
+            if name != "transformer" and isinstance(entry, list) and entry[0] is not None:
+                shutil.copytree(os.path.join(self.base, name), os.path.join(folder, name))
+        self.transformer.save_pretrained(os.path.join(folder, "transformer"))
+
+
 def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
-    """The full pipeline in diffusers layout at OUT/model: the base pipeline with the trained transformer."""
+    """The full pipeline in diffusers layout at OUT/model: the base pipeline with the trained transformer, stored in
+    the dtype the base transformer is stored in. Rank 0 holds one copy of the transformer's weights (the gathered
+    ones, cast one by one, become the parameters of a transformer built empty) and loads nothing else."""
 
     def build(weights):
-        pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-        pipe.transformer.load_state_dict(weights)
-        return [pipe], {}
+        skeleton, stored = models.t2v_skeleton(cfg.model.family, cfg.model.name_or_path)
+        dtype = stored.dtype
+        for name in list(weights):  # each float32 tensor is freed as its cast replaces it
+            weights[name] = weights[name].to(dtype)
+        skeleton.load_state_dict(weights, assign=True)
+        return [TrainedPipeline(models.local_dir(cfg.model.name_or_path), skeleton)], {}
 
     return parallel.export(transformer, storage.join(cfg.out, "model"), "align-model", build, runtime,
                            base=cfg.model.name_or_path, family=cfg.model.family)
