@@ -73,6 +73,37 @@ def zoo_dir(tmp_path_factory) -> str:
     return out
 
 
+# the tiny zoo's models under hub ids, as `hub_cache` holds them
+HUB_MODELS = {"lift-test/critic-toy": "critic", "lift-test/cogvideox-toy": "cogvideox"}
+
+
+@pytest.fixture(scope="session")
+def hub_cache(zoo_dir, tmp_path_factory) -> dict[str, str]:
+    """A Hugging Face hub cache holding the tiny zoo's models under the ids of HUB_MODELS, in the layout
+    huggingface_hub writes (content-addressed blobs, a snapshot of relative symlinks, refs/main): what a cluster
+    with a pre-filled cache volume and HF_HUB_OFFLINE=1 has. Returns the environment that points a process at it
+    (in this process: `huggingface_hub.constants`, which reads it at import)."""
+    import hashlib
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("hf-hub")
+    for repo, folder in HUB_MODELS.items():
+        repo_dir = root / f"models--{repo.replace('/', '--')}"
+        revision = hashlib.sha1(repo.encode()).hexdigest()
+        source = Path(zoo_dir, folder)
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            data = path.read_bytes()
+            blob = repo_dir / "blobs" / hashlib.sha256(data).hexdigest()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            blob.write_bytes(data)
+            link = repo_dir / "snapshots" / revision / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(blob, link.parent))
+        (repo_dir / "refs").mkdir()
+        (repo_dir / "refs" / "main").write_text(revision)
+    return {"HF_HUB_CACHE": str(root), "HF_HUB_OFFLINE": "1"}
+
+
 @pytest.fixture(scope="session")
 def toy_data(tmp_path_factory) -> str:
     """A small toy world (manifest, videos, prompts, real set), built once per session."""

@@ -195,13 +195,13 @@ def test_objective_variants_build_the_right_weights(zoo_dir, toy_data, tmp_path)
     assert sum(e.weight for e in real) / n == pytest.approx(2.0)
 
 
-def _torchrun(root: str, zoo: str, *extra: str, nproc: int = 2):
+def _torchrun(root: str, model: str, *extra: str, nproc: int = 2, env: dict | None = None):
     args = ["align", f"rollouts={root}/rollouts", f"scores={root}/scores", f"out={root}/align",
-            f"model.name_or_path={zoo}/cogvideox", "real=null", *TRAIN, *extra]
+            f"model.name_or_path={model}", "real=null", *TRAIN, *extra]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            "-m", "lift", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def _transformer(url: str) -> dict[str, torch.Tensor]:
@@ -225,12 +225,15 @@ def _copy_inputs(src: str, dst: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_ranks_match_one_process(scored_rollouts, zoo_dir, tmp_path):
+def test_two_ranks_match_one_process(scored_rollouts, zoo_dir, hub_cache, tmp_path):
+    """The one process reads the base model by its hub id from an offline Hugging Face cache, the two ranks from
+    its folder: the same model either way."""
     for name in ("one", "two"):
         _copy_inputs(scored_rollouts, str(tmp_path / name))
-    one = _torchrun(str(tmp_path / "one"), zoo_dir, "trainer.batch_size=4", nproc=1)
+    one = _torchrun(str(tmp_path / "one"), "lift-test/cogvideox-toy", "trainer.batch_size=4", nproc=1, env=hub_cache)
     assert one.returncode == 0, one.stderr[-4000:]
-    two = _torchrun(str(tmp_path / "two"), zoo_dir, "trainer.batch_size=2", nproc=2)
+    assert storage.read_marker(str(tmp_path / "one/align/model"))["base"] == "lift-test/cogvideox-toy"
+    two = _torchrun(str(tmp_path / "two"), f"{zoo_dir}/cogvideox", "trainer.batch_size=2", nproc=2)
     assert two.returncode == 0, two.stderr[-4000:]
     a, b = _transformer(str(tmp_path / "one/align/model")), _transformer(str(tmp_path / "two/align/model"))
     base = _transformer(f"{zoo_dir}/cogvideox")

@@ -135,12 +135,19 @@ def _copy_data(toy_data: str, run_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained_critic(zoo_dir, toy_data, tmp_path_factory) -> str:
-    """A critic trained for a few steps in-process (one rank), exported as the stages leave it."""
+def trained_critic(hub_cache, toy_data, tmp_path_factory) -> str:
+    """A critic trained for a few steps in-process (one rank), exported as the stages leave it. Its base is named by
+    its hub id, read from an offline Hugging Face cache (tests/conftest.py's `hub_cache`)."""
+    import huggingface_hub
+
     run = str(tmp_path_factory.mktemp("critic-run"))
-    cfg = stages.load("critic", None, [f"run={run}", f"data={toy_data}", f"model.name_or_path={zoo_dir}/critic",
+    cfg = stages.load("critic", None, [f"run={run}", f"data={toy_data}", "model.name_or_path=lift-test/critic-toy",
                                        *TRAIN])
-    runner.run_stage("critic", cfg)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_cache["HF_HUB_CACHE"])
+        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        runner.run_stage("critic", cfg)
+    assert storage.read_marker(f"{run}/critic/model")["base"] == "lift-test/critic-toy"
     return f"{run}/critic/model"
 
 

@@ -14,7 +14,7 @@ from conftest import BUCKET
 
 from lift import cli, models
 from lift.io import storage
-from lift.models import families
+from lift.models import families, integrity
 from lift.toy import zoo
 
 PROMPT = "a red circle moves left on a blue background"
@@ -152,8 +152,19 @@ def test_a_models_spec_hash_covers_its_own_part_of_the_zoo(monkeypatch):
     assert after["cogvideox"] != before["cogvideox"] and after[None] != before[None]
 
 
-def test_local_dir_forms(tmp_path):
-    assert models.local_dir("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
+def test_local_dir_forms(tmp_path, hub_cache, zoo_dir, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", hub_cache["HF_HUB_CACHE"])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    snapshot = models.local_dir("lift-test/critic-toy")  # a hub id: its snapshot in the Hugging Face cache
+    assert snapshot.startswith(hub_cache["HF_HUB_CACHE"]) and os.path.isdir(snapshot)
+    with open(f"{snapshot}/model.safetensors", "rb") as a, open(f"{zoo_dir}/critic/model.safetensors", "rb") as b:
+        assert a.read() == b.read()
+    integrity.check_folder("lift-test/critic-toy", "critic")
+    with pytest.raises(FileNotFoundError, match=r"Qwen/Qwen2.5-VL-7B-Instruct: not a local folder, and not in "
+                                                r"the Hugging Face cache \(.*\) while HF_HUB_OFFLINE is set"):
+        models.local_dir("Qwen/Qwen2.5-VL-7B-Instruct")
     assert models.local_dir(f"file://{tmp_path}") == str(tmp_path)
     assert models.local_dir(str(tmp_path)) == str(tmp_path)
     with pytest.raises(FileNotFoundError):

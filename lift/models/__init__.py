@@ -1,9 +1,11 @@
 """The one way every stage loads and exports models, whatever the URL.
 
-`from_pretrained` wants a hub id or a local folder. A hub id and a local folder (plain path or file://) pass
-straight through; a model on object storage (s3://, gs://, memory://, ...) is downloaded once per node into
-a local cache keyed by the URL and the remote listing (sizes and ETags or mtimes, `_SUCCESS` included), so a
-rewritten model is fetched again and an unchanged one is not. The reverse, a folder written
+Every model becomes a local folder first (`local_dir`), because the sharded loads read its safetensors files
+themselves: a local folder (plain path or file://) is used in place; a hub id (e.g. Qwen/Qwen2.5-VL-7B-Instruct)
+is downloaded into the Hugging Face cache ($HF_HOME, or found there alone with HF_HUB_OFFLINE=1); a model on object
+storage (s3://, gs://, memory://, ...) is downloaded once per node into a local cache keyed by the URL and the
+remote listing (sizes and ETags or mtimes, `_SUCCESS` included), so a rewritten model is fetched again and an
+unchanged one is not. The reverse, a folder written
 by `save_pretrained` going to any URL, is `storage.save_folder`; the dtype a model computes in is
 `dist.compute_dtype`.
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:  # transformers and diffusers take seconds to import: only the
     from transformers import PreTrainedModel, ProcessorMixin
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# Weight files of other frameworks and formats that hub repositories ship beside the safetensors ones
+_UNREAD_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.gguf"]
 # Listing fields that change when an object is rewritten, in order of preference (s3, gcs, local, memory).
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "created")
 
@@ -42,15 +46,30 @@ def cache_root() -> str:
 
 
 def local_dir(name_or_path: str) -> str:
-    """Something `from_pretrained` can open: a hub id unchanged, a local folder in place, a remote folder cached."""
+    """The local folder of a model: a local folder in place, a hub id's snapshot in the Hugging Face cache, a remote
+    folder in lift's cache."""
     if storage.protocol_of(name_or_path) != "file":
         return _fetch(name_or_path)
     path = name_or_path.removeprefix("file://")
     if os.path.isdir(path):
         return path
     if not name_or_path.startswith("file://") and _HUB_ID.fullmatch(name_or_path):
-        return name_or_path
+        return _hub_snapshot(name_or_path)
     raise FileNotFoundError(f"{name_or_path}: no such model folder")
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """The hub model's files in the Hugging Face cache, downloaded if missing (every rank of a node may ask at once:
+    huggingface_hub locks each file), without the weight formats lift never reads."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, ignore_patterns=_UNREAD_WEIGHTS)
+    except LocalEntryNotFoundError:
+        offline = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else "the hub could not be reached"
+        raise FileNotFoundError(f"{repo_id}: not a local folder, and not in the Hugging Face cache "
+                                f"({constants.HF_HUB_CACHE}) while {offline}") from None
 
 
 def _version(info: dict) -> str:

@@ -26,14 +26,12 @@ class IncompleteModel(ValueError):
 
 
 def check_folder(name_or_path: str, key: str) -> None:
-    """Refuse a model folder (local or any URL) that is absent, not a model, or has a cut-off or corrupt
-    safetensors file or a missing shard, naming the file and config key `key`. A hub id is left to
-    `from_pretrained`, which downloads and checks it."""
+    """Refuse a model folder (local, any URL or a hub id's snapshot) that is absent, not a model, or has a cut-off
+    or corrupt safetensors file or a missing shard, naming the file and config key `key`."""
+    where = name_or_path
     if storage.protocol_of(name_or_path) == "file":
-        path = models.local_dir(name_or_path)  # a missing local folder is an error naming it
-        if not os.path.isdir(path):
-            return
-    fs, root = storage.filesystem(name_or_path)
+        where = models.local_dir(name_or_path)  # a missing local folder is an error naming it; a hub id downloads
+    fs, root = storage.filesystem(where)
     root = root.rstrip("/")
     fs.invalidate_cache(root)
     found = fs.find(root, detail=True) if fs.isdir(root) else {}
