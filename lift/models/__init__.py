@@ -5,9 +5,8 @@ themselves: a local folder (plain path or file://) is used in place; a hub id (e
 is downloaded into the Hugging Face cache ($HF_HOME, or found there alone with HF_HUB_OFFLINE=1); a model on object
 storage (s3://, gs://, memory://, ...) is downloaded once per node into a local cache keyed by the URL and the
 remote listing (sizes and ETags or mtimes, `_SUCCESS` included), so a rewritten model is fetched again and an
-unchanged one is not. The reverse, a folder written
-by `save_pretrained` going to any URL, is `storage.save_folder`; the dtype a model computes in is
-`dist.compute_dtype`.
+unchanged one is not. The reverse, a folder written by `save_pretrained` going to any URL, is
+`storage.save_folder`; the dtype a model computes in is `dist.compute_dtype`.
 
 Cache: $LIFT_CACHE (default ~/.cache/lift/models). Old versions of a model are not pruned: delete the folder.
 """
