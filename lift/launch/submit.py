@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import typing
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from torchx.specs.file_linter import get_fn_docstring
 from torchx.util.types import decode, decode_optional
@@ -319,11 +319,16 @@ def _trainjob_logs(args: argparse.Namespace, client, namespace: str) -> None:
         _print_logs({name: _sdk(f"reading logs of {namespace}/{name}", client.core_api.read_namespaced_pod_log,
                                 name, namespace, container=trainjob.CONTAINER) for name in names})
         return
-    while all(p.status is not None and p.status.phase == "Pending" for p in found):
-        logs.event(log, "waiting for the pods to start", job=args.job)
-        time.sleep(5)
-        found = pods()
+    _wait_for_start(args.job, found, pods)
     _follow(client.core_api, names, namespace, trainjob.CONTAINER)
+
+
+def _wait_for_start(job: str, pods: list, list_pods: Callable[[], list]) -> None:
+    """Return once one of the job's pods has left Pending (a pod's log can be followed only then)."""
+    while all(p.status is not None and p.status.phase == "Pending" for p in pods):
+        logs.event(log, "waiting for the pods to start", job=job)
+        time.sleep(5)
+        pods = list_pods()
 
 
 def _follow(core, names: list[str], namespace: str, container: str) -> None:
@@ -361,10 +366,8 @@ def logs_(args: argparse.Namespace) -> None:
             break
     else:
         raise ClusterError(f"PyTorchJob {namespace}/{args.job} has no pods (yet); see `lift status {args.job}`")
-    while args.follow and all(p.status is not None and p.status.phase == "Pending" for p in pods):
-        logs.event(log, "waiting for the pods to start", job=args.job)
-        time.sleep(5)
-        pods = client.get_job_pods(name=args.job, namespace=namespace, **selector)
+    if args.follow:
+        _wait_for_start(args.job, pods, lambda: client.get_job_pods(name=args.job, namespace=namespace, **selector))
     selector = {"is_master": False, **selector}
     found, _ = _sdk(f"reading logs of {namespace}/{args.job}", client.get_job_logs, name=args.job,
                     namespace=namespace, follow=args.follow, **selector)

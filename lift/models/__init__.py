@@ -208,14 +208,6 @@ def t2v_skeleton(family: str, name_or_path: str) -> tuple[torch.nn.Module, Check
     return model, Checkpoint(os.path.join(path, "transformer"), "diffusion_pytorch_model")
 
 
-def stored_dtype(name_or_path: str, trust_remote_code: bool = False) -> torch.dtype:
-    """The dtype a transformers model folder's weights are stored in: its config's `dtype` (float32 if unstated)."""
-    from transformers import AutoConfig
-
-    dtype = AutoConfig.from_pretrained(local_dir(name_or_path), trust_remote_code=trust_remote_code).dtype
-    return getattr(torch, dtype) if isinstance(dtype, str) else dtype or torch.float32
-
-
 def load_critic(name_or_path: str, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                 trust_remote_code: bool = False) -> tuple[PreTrainedModel, ProcessorMixin]:
     """(model, processor) of a video VLM critic in transformers layout (Qwen2-VL / Qwen2.5-VL and kin).

@@ -230,11 +230,8 @@ def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
 
     def build(weights):
         skeleton, stored = models.t2v_skeleton(cfg.model.family, cfg.model.name_or_path)
-        dtype = stored.dtype
-        for name in list(weights):  # each float32 tensor is freed as its cast replaces it
-            weights[name] = weights[name].to(dtype)
-        skeleton.load_state_dict(weights, assign=True)
-        return [TrainedPipeline(models.local_dir(cfg.model.name_or_path), skeleton)], {}
+        trained = parallel.assign(skeleton, weights, stored.dtype)
+        return [TrainedPipeline(models.local_dir(cfg.model.name_or_path), trained)], {}
 
     return parallel.export(transformer, storage.join(cfg.out, "model"), "align-model", build, runtime,
                            base=cfg.model.name_or_path, family=cfg.model.family)

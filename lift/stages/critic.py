@@ -67,7 +67,7 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
 
     def build(weights):
         remote = cfg.model.trust_remote_code
-        dtype = models.stored_dtype(cfg.model.name_or_path, remote)
+        dtype = models.Checkpoint(models.local_dir(cfg.model.name_or_path), "model").dtype
         if cfg.lora.enabled:
             base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=remote)
             base = adapt(base, cfg)
@@ -80,12 +80,9 @@ def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
             base.activation_checkpointing_disable()
             base.to(dtype)
         else:
-            base, _ = models.critic_skeleton(cfg.model.name_or_path, remote)
-            processor = models.load_processor(cfg.model.name_or_path, remote)
-            for name in list(weights):  # each float32 tensor is freed as its cast replaces it
-                weights[name] = weights[name].to(dtype)
-            base.load_state_dict(weights, assign=True)
+            base = parallel.assign(models.critic_skeleton(cfg.model.name_or_path, remote)[0], weights, dtype)
             base.tie_weights()  # assigning replaced the tied head's parameter
+            processor = models.load_processor(cfg.model.name_or_path, remote)
         return [base, processor], {"parameters": sum(p.numel() for p in base.parameters())}
 
     return parallel.export(model, storage.join(cfg.out, "model"), "critic-model", build, runtime,

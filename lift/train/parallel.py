@@ -183,6 +183,16 @@ def full_state_dict(model: torch.nn.Module, trainable_only: bool = False) -> dic
     return without_frozen(model, state) if trainable_only else state
 
 
+def assign(model: torch.nn.Module, weights: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
+    """`weights` (a full state dict, `full_state_dict`'s on rank 0) become the parameters of `model`, one built
+    empty, each cast to `dtype`: the float32 tensor is freed as its cast replaces it, so an export holds one copy of
+    the model. Assigning unties tied parameters: a model with ties ties them again after."""
+    for name in list(weights):
+        weights[name] = weights[name].to(dtype)
+    model.load_state_dict(weights, assign=True)
+    return model
+
+
 def export(model: torch.nn.Module, url: str, stage: str, build: Callable[[dict[str, torch.Tensor]], tuple[list, dict]],
            runtime: dist.Runtime, trainable_only: bool = False, **fields) -> str:
     """Export a trained (maybe sharded) model to `url`, sealed with a `_SUCCESS` marker; a collective: every rank
