@@ -104,6 +104,29 @@ def test_a_checkpoint_of_a_partly_frozen_model_holds_only_what_trains():
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
 
+def test_sharded_blocks_are_gathered_for_their_use_and_the_last_kept_into_the_backward():
+    """`parallel.shard_model` over 2 ranks (torch's fake process group, in this process): after the forward each
+    block but the last holds only its shard again (a DTensor parameter), the last still holds its gathered weight,
+    which the backward uses first; after the backward every block is sharded."""
+    import torch.distributed as torch_dist
+    from torch.distributed.tensor import DTensor
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from lift.train import parallel
+
+    torch_dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=2)
+    try:
+        model = torch.nn.Sequential(*(torch.nn.Linear(8, 8) for _ in range(4)))
+        runtime = dist.Runtime(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+        parallel.shard_model(model, list(model)[:3], runtime, TrainerConfig())
+        loss = model(torch.randn(2, 8)).square().sum()
+        assert [isinstance(block.weight, DTensor) for block in model[:3]] == [True, True, False]
+        loss.backward()
+        assert all(isinstance(block.weight, DTensor) for block in model[:3])
+    finally:
+        torch_dist.destroy_process_group()
+
+
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory) -> Path:
     """The result of an uninterrupted 2-rank run, batch_size=4 per rank: the reference of the parity and resume

@@ -46,16 +46,17 @@ def adapt(model, cfg: DictConfig):
 
 
 def blocks(model) -> list[torch.nn.Module]:
-    """The modules to shard one by one: the transformer blocks (the classes the model itself declares unsplittable)
-    and, when they are not tied, the input embeddings and the output head. Those two hold 1.09B of Qwen2.5-VL-7B's
-    8.3B parameters (152k tokens x 3584); left in the root's unit they would be gathered whole on every rank and
-    held so for the whole step. Tied, they are one parameter and stay in the root's unit."""
+    """The modules to shard one by one, in the order the forward runs them (`parallel.shard_model`): the transformer
+    blocks (the classes the model itself declares unsplittable: the vision tower's, then the language model's) and,
+    when they are not tied, the input embeddings first and the output head last. Those two hold 1.09B of
+    Qwen2.5-VL-7B's 8.3B parameters (152k tokens x 3584); left in the root's unit they would be gathered whole on
+    every rank and held so for the whole step. Tied, they are one parameter and stay in the root's unit."""
     names = set(getattr(model, "_no_split_modules", None) or
                 getattr(getattr(model, "base_model", None), "model", model)._no_split_modules or [])
     units = [m for m in model.modules() if type(m).__name__ in names]
     embed, head = model.get_input_embeddings(), model.get_output_embeddings()
     if head is not None and head.weight is not embed.weight:
-        units += [embed, head]
+        units = [embed, *units, head]
     return units
 
 
