@@ -283,7 +283,7 @@ RECIPE_RUNS = {"qwen2-vl-2b": ("critic_2b", 3, 3), "qwen2.5-vl-7b": ("critic_7b"
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
     "qwen2-vl-2b",
-    pytest.param("qwen2.5-vl-7b", marks=pytest.mark.heavy),  # ~8 minutes and ~20 GB on 2 cores: not in CI
+    pytest.param("qwen2.5-vl-7b", marks=pytest.mark.heavy),  # ~7 minutes and ~20 GB on 2 cores: not in CI
 ])
 def test_critic_stages_at_real_width(name, toy_data, s3_url, torchrun_lift, tmp_path, monkeypatch, request):
     """The cluster recipe (configs/cluster/critic-qwen2.5-vl-7b.yaml: LoRA r128, frozen vision, grad_accum 2, FSDP,
