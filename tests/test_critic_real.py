@@ -291,24 +291,27 @@ def test_critic_stages_at_real_width(name, toy_data, s3_url, torchrun_lift, tmp_
     export, on a real-width critic with one block per tower: Qwen2-VL-2B (tied embeddings and head, in the root's
     FSDP unit) in CI, and the recipe's own Qwen2.5-VL-7B (untied 152k-token embeddings and head, 1.09B of its
     1.37B parameters here, each an FSDP unit of its own) under `pytest -m heavy`. The export keeps the published
-    bfloat16. Data and results go through s3://; the model and run folders (the export: 0.7 GB for the 2B, 2.7 GB
-    for the 7B) are local, because the loopback S3 server keeps objects in this test process's memory."""
+    bfloat16. Everything goes through s3://, as on a cluster: the base model (0.7 GB for the 2B, 2.7 GB for the 7B)
+    is fetched from the bucket into each node's cache, the export written to it and fetched by the later stages."""
     from safetensors import safe_open
+
+    from lift import models
 
     fixture, train, steps = RECIPE_RUNS[name]
     folder = request.getfixturevalue(fixture)
-    data, run = f"{s3_url}/data", str(tmp_path / "run")
+    data, run, base = f"{s3_url}/data", f"{s3_url}/run", f"{s3_url}/base"
     chosen = _hra_subset(toy_data, data, train=train, test=2)
+    storage.filesystem(base)[0].put(f"{folder}/", storage.filesystem(base)[1], recursive=True)
     monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
     done = torchrun_lift("critic", "--config", "configs/cluster/critic-qwen2.5-vl-7b.yaml", f"run={run}",
-                         f"data={data}", f"model.name_or_path={folder}", "trainer.batch_size=1",
+                         f"data={data}", f"model.name_or_path={base}", "trainer.batch_size=1",
                          f"trainer.max_steps={steps}", "trainer.warmup_ratio=0", "trainer.checkpoint_every=2",
                          "trainer.num_workers=0", "trainer.log_every=1")
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"steps_per_epoch={steps - 1}" in done.stderr and f"examples={3 * train}" in done.stderr, \
         done.stderr[-3000:]
     assert storage.read_marker(f"{run}/critic")["counts"]["steps"] == steps
-    export = f"{run}/critic/model"
+    export = models.local_dir(f"{run}/critic/model")  # fetched into this process's cache, as the stages below do
     with safe_open(f"{export}/model.safetensors", "pt") as new, \
             safe_open(f"{folder}/model.safetensors", "pt") as old:
         assert not any("lora" in k for k in new.keys()), "LoRA is merged into the exported weights"
@@ -324,5 +327,5 @@ def test_critic_stages_at_real_width(name, toy_data, s3_url, torchrun_lift, tmp_
     added = real.config(name, "tokenizer_config.json")["added_tokens_decoder"]
     assert len(tok) == real.QWEN2_BPE_TOKENS + len(added) and tok.encode("Hello world") == [9707, 1879]
     gc.collect()
-    _eval_and_score(export, data, s3_url, chosen)
+    _eval_and_score(f"{run}/critic/model", data, s3_url, chosen)
 

@@ -8,9 +8,9 @@ mid-run (it is killed after step 2 and resumed from step 1's checkpoint); CogVid
 
 Prompts, rollouts, scores and evaluation results go through s3:// on the loopback endpoint; the multi-GB model
 folders (the base, the align output with its export and checkpoints) stay on local disk, because the moto server
-holds what it stores in this process's memory (GBs beside two training ranks on a 24 GiB machine) and takes it in
-at about 70 MB/s (half a minute per folder per copy); a model folder read from s3:// goes through the same
-download-to-cache as the toy models in tests/test_pipeline.py (every model of the run on s3://).
+takes objects in at about 70 MB/s (half a minute per folder per copy, several copies per chain); a model folder
+read from s3:// goes through the same download-to-cache as the toy models in tests/test_pipeline.py (every model of
+the run on s3://) and the real-width critic in tests/test_critic_real.py.
 """
 
 from __future__ import annotations

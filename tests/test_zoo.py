@@ -189,7 +189,30 @@ def test_remote_cache_refetches_changed_model(tmp_path, monkeypatch):
     storage.write_marker(url, "test", "new")
     second = models.local_dir(url)
     assert second != first and os.path.exists(os.path.join(second, storage.MARKER))
-    assert sorted(os.listdir(tmp_path / "cache")) == sorted(os.path.basename(p) for p in (first, second))
+    assert sorted(os.listdir(tmp_path / "cache")) == sorted([".locks", *(os.path.basename(p) for p in (first, second))])
+
+
+def test_the_ranks_of_a_node_download_a_remote_model_once(s3_url, tmp_path, monkeypatch):
+    """Four ranks ask for the same s3:// model at once (threads: the file lock excludes them as it does processes):
+    one downloads it, the others wait and get the same complete folder; no temporary folder is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "src"
+    src.mkdir()
+    weights = os.urandom(32 << 20)
+    (src / "model.safetensors").write_bytes(weights)
+    (src / "config.json").write_text("{}")
+    url = f"{s3_url}/model"
+    storage.save_folder(str(src), url)
+    fs = storage.filesystem(url)[0]
+    downloads, get = [], fs.get
+    monkeypatch.setattr(fs, "get", lambda *args, **kwargs: downloads.append(args) or get(*args, **kwargs))
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: models.local_dir(url), range(4)))
+    assert len(set(folders)) == 1 and len(downloads) == 1, (folders, downloads)
+    assert open(os.path.join(folders[0], "model.safetensors"), "rb").read() == weights
+    assert sorted(os.listdir(tmp_path / "cache")) == [".locks", os.path.basename(folders[0])]
 
 
 def test_pretrained_critic_in_a_few_steps_and_skipped_when_sealed(zoo_dir, tmp_path):

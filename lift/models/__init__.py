@@ -22,6 +22,7 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Callable
 
+import filelock
 import torch
 
 from lift.io import storage
@@ -36,8 +37,6 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _UNREAD_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.gguf"]
 # Listing fields that change when an object is rewritten, in order of preference (s3, gcs, local, memory).
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "generation", "mtime", "LastModified", "created")
-
-
 
 
 def cache_root() -> str:
@@ -76,8 +75,11 @@ def _version(info: dict) -> str:
 
 
 def _fetch(url: str) -> str:
-    """Download a remote folder into the cache: into a temporary folder first, renamed into place when complete,
-    so concurrent ranks on one node and a crash mid-download never leave a partial model behind."""
+    """Download a remote folder into the cache, once per node: the first of a node's ranks to ask downloads it under
+    a file lock while the others wait for it and find it complete (8 ranks each downloading the 7B critic would
+    move 133 GB). Into a temporary folder first, renamed into place when complete, so a crash mid-download never
+    leaves a partial model behind."""
+
     fs, root = storage.filesystem(url)
     root = root.rstrip("/")
     fs.invalidate_cache(root)
@@ -91,23 +93,24 @@ def _fetch(url: str) -> str:
     final = os.path.join(cache_root(), f"{slug}-{key}")
     if os.path.isdir(final):
         return final
-    os.makedirs(cache_root(), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{slug}-", dir=cache_root())
-    try:
-        targets = [os.path.join(tmp, rel) for rel in files]
-        for target in targets:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-        fs.get([f"{root}/{rel}" for rel in files], targets)
+    os.makedirs(os.path.join(cache_root(), ".locks"), exist_ok=True)
+    with filelock.FileLock(os.path.join(cache_root(), ".locks", f"{slug}-{key}.lock")):
+        if os.path.isdir(final):  # downloaded by another rank while this one waited
+            return final
+        tmp = tempfile.mkdtemp(prefix=f".{slug}-", dir=cache_root())
         try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.isdir(final):  # not a lost race with another process: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            targets = [os.path.join(tmp, rel) for rel in files]
+            for target in targets:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+            fs.get([f"{root}/{rel}" for rel in files], targets)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not os.path.isdir(final):  # not a lost race with a node sharing this cache: a real failure
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
 
 
 _SAFETENSORS_FLOATS = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
