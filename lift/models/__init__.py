@@ -79,7 +79,6 @@ def _fetch(url: str) -> str:
     a file lock while the others wait for it and find it complete (8 ranks each downloading the 7B critic would
     move 133 GB). Into a temporary folder first, renamed into place when complete, so a crash mid-download never
     leaves a partial model behind."""
-
     fs, root = storage.filesystem(url)
     root = root.rstrip("/")
     fs.invalidate_cache(root)
