@@ -301,11 +301,11 @@ def test_critic_stages_at_real_width(name, toy_data, s3_url, torchrun_lift, tmp_
 
     fixture, train, steps, remote = RECIPE_RUNS[name]
     folder = request.getfixturevalue(fixture)
-    data, run, base = f"{s3_url}/data", f"{s3_url}/run", f"{s3_url}/base"
+    data = f"{s3_url}/data"
     chosen = _hra_subset(toy_data, data, train=train, test=2)
     if remote:
-        fs, path = storage.filesystem(base)
-        fs.put(f"{folder}/", path, recursive=True)
+        run, base = f"{s3_url}/run", f"{s3_url}/base"
+        storage.save_folder(folder, base)
     else:
         run, base = str(tmp_path / "run"), folder
     monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
