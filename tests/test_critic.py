@@ -186,6 +186,48 @@ def test_a_fully_trained_critic_exports_in_the_stored_dtype_with_its_head_tied(z
     assert all(torch.equal(v, expected[k]) for k, v in exported.state_dict().items())
 
 
+def test_lora_export_merges_into_the_base_in_its_stored_dtype_as_a_float32_merge_would(zoo_dir, tmp_path):
+    """With LoRA, rank 0 reads the base in its stored bfloat16 (half the bytes of float32) and merges the float32
+    adapters into it: every exported weight equals, bit for bit, the merge computed in float32 and rounded once to
+    bfloat16, and only the adapted projections differ from the base."""
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForImageTextToText
+
+    from lift import models
+    from lift.core import dist
+    from lift.stages import critic as critic_stage
+
+    base = str(tmp_path / "base")
+    model, processor = models.load_critic(f"{zoo_dir}/critic")
+    model.to(torch.bfloat16).save_pretrained(base)
+    processor.save_pretrained(base)
+    cfg = stages.load("critic", None, [f"run={tmp_path}/run", f"data={tmp_path}/data", f"model.name_or_path={base}",
+                                       "lora.enabled=true", "lora.r=4", "lora.alpha=8"])
+    trained = critic_stage.adapt(models.load_critic(base)[0], cfg)  # float32, as training holds it
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for name, p in trained.named_parameters():
+            if p.requires_grad:  # B starts at zero: give both factors values
+                p.copy_(torch.randn_like(p) * 0.1)
+    reference = models.load_critic(base)[0].state_dict()  # float32: the merge as a float32 one computes it
+    prefix = "base_model.model."
+    adapted = {name.removeprefix(prefix) + ".weight": m for name, m in trained.named_modules()
+               if isinstance(m, LoraLayer)}
+    assert adapted and all(k in reference for k in adapted)
+    for key, layer in adapted.items():
+        delta = layer.lora_B["default"].weight @ layer.lora_A["default"].weight * layer.scaling["default"]
+        reference[key] = reference[key] + delta.detach()
+    out = critic_stage.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")))
+    exported = AutoModelForImageTextToText.from_pretrained(out)
+    assert exported.dtype == torch.bfloat16
+    state = exported.state_dict()
+    assert state.keys() == reference.keys()
+    assert all(torch.equal(v, reference[k].to(torch.bfloat16)) for k, v in state.items())
+    stored = models.load_critic(base, dtype=torch.bfloat16)[0].state_dict()
+    assert {k for k, v in state.items() if not torch.equal(v, stored[k])} == adapted.keys(), \
+        "the adapted projections changed, nothing else"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["logits", "generate"])
 def test_score_both_modes_over_s3(mode, trained_critic, toy_data, s3_url, tmp_path_factory):

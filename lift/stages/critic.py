@@ -63,23 +63,24 @@ def blocks(model) -> list[torch.nn.Module]:
 def export(model, cfg: DictConfig, runtime: dist.Runtime) -> str:
     """Merged weights in transformers layout (safetensors + processor) at OUT/model, sealed with `_SUCCESS`, in the
     dtype the base model is stored in (the published Qwen-VL models: bfloat16). Rank 0 holds one full copy of the
-    model, not two: with LoRA only the adapters are gathered, and merged in float32 into the base read from its
-    folder; without, the gathered weights, cast one by one, become the parameters of a model built empty."""
+    model, not two: with LoRA only the adapters are gathered (float32) and merged into the base read from its folder
+    in its stored dtype (16.6 GB for the 7B, not 33), each weight's sum computed in float32 and rounded once, as a
+    float32 merge then cast would; without, the gathered weights, cast one by one, become the parameters of a model
+    built empty."""
 
     def build(weights):
         remote = cfg.model.trust_remote_code
         dtype = models.Checkpoint(models.local_dir(cfg.model.name_or_path), "model").dtype
         if cfg.lora.enabled:
-            base, processor = models.load_critic(cfg.model.name_or_path, trust_remote_code=remote)
-            base = adapt(base, cfg)
+            base, processor = models.load_critic(cfg.model.name_or_path, dtype=dtype, trust_remote_code=remote)
+            base = adapt(base, cfg)  # peft keeps the adapters in float32 on a bfloat16 base (autocast_adapter_dtype)
             trained = {name for name, p in base.named_parameters() if p.requires_grad}
             unexpected = base.load_state_dict(weights, strict=False).unexpected_keys
             if unexpected or trained - weights.keys():
                 raise RuntimeError(f"critic export: the trained adapters do not fit the base model (unexpected "
                                    f"{unexpected[:3]}, missing {sorted(trained - weights.keys())[:3]})")
-            base = base.merge_and_unload()
+            base = base.merge_and_unload()  # W += B @ A * scale: a float32 sum written into W's dtype
             base.activation_checkpointing_disable()
-            base.to(dtype)
         else:
             base = parallel.assign(models.critic_skeleton(cfg.model.name_or_path, remote)[0], weights, dtype)
             base.tie_weights()  # assigning replaced the tied head's parameter
