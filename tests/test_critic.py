@@ -186,7 +186,7 @@ def test_a_fully_trained_critic_exports_in_the_stored_dtype_with_its_head_tied(z
     assert all(torch.equal(v, expected[k]) for k, v in exported.state_dict().items())
 
 
-def test_lora_export_merges_into_the_base_in_its_stored_dtype_as_a_float32_merge_would(zoo_dir, tmp_path):
+def test_lora_export_merges_in_the_stored_dtype_as_a_float32_merge_would(zoo_dir, tmp_path, monkeypatch):
     """With LoRA, rank 0 reads the base in its stored bfloat16 (half the bytes of float32) and merges the float32
     adapters into it: every exported weight equals, bit for bit, the merge computed in float32 and rounded once to
     bfloat16, and only the adapted projections differ from the base."""
@@ -206,7 +206,7 @@ def test_lora_export_merges_into_the_base_in_its_stored_dtype_as_a_float32_merge
     trained = critic_stage.adapt(models.load_critic(base)[0], cfg)  # float32, as training holds it
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        for name, p in trained.named_parameters():
+        for p in trained.parameters():
             if p.requires_grad:  # B starts at zero: give both factors values
                 p.copy_(torch.randn_like(p) * 0.1)
     reference = models.load_critic(base)[0].state_dict()  # float32: the merge as a float32 one computes it
@@ -217,7 +217,11 @@ def test_lora_export_merges_into_the_base_in_its_stored_dtype_as_a_float32_merge
     for key, layer in adapted.items():
         delta = layer.lora_B["default"].weight @ layer.lora_A["default"].weight * layer.scaling["default"]
         reference[key] = reference[key] + delta.detach()
+    read = []  # the dtypes the export reads the base in
+    load = models.load_critic
+    monkeypatch.setattr(models, "load_critic", lambda *a, **kw: read.append(kw.get("dtype")) or load(*a, **kw))
     out = critic_stage.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")))
+    assert read == [torch.bfloat16]
     exported = AutoModelForImageTextToText.from_pretrained(out)
     assert exported.dtype == torch.bfloat16
     state = exported.state_dict()
