@@ -5,8 +5,8 @@ them: 2.2 GB), `fully_shard`ed over 2 ranks and gathered by each forward, as eve
 2-rank stage test does for its embeddings and its head. Each gather allocates GBs afresh (the all-gather buffer and
 the unsharded parameter); on a VM whose host backs a freshly touched 4 KB page slowly, that allocation, not the
 copy, is most of the time. PyTorch's `THP_MEM_ALLOC_ENABLE=1` puts tensors of 2 MB and more on huge pages; the
-test suite sets it (tests/conftest.py). Both settings run in this one invocation, alternating, each in fresh
-torchrun processes (the switch is read at a process's first allocation).
+real-width critic stage test sets it for its torchrun ranks (tests/test_critic_real.py). Both settings run in this
+one invocation, alternating, each in fresh torchrun processes (the switch is read at a process's first allocation).
 
     .venv/bin/python benchmarks/cpu_allgather.py [--rows 152064] [--width 3584] [--gathers 4] [--rounds 2]
 """
