@@ -64,6 +64,36 @@ def test_qwen2_vl_critic_reads_a_video_at_real_width():
     assert not torch.allclose(with_video[0, -1], other[0, -1]), "the answer depends on the video"
 
 
+def test_random_weights_are_drawn_by_the_models_own_initialisation():
+    """Built off the meta device, a real-width model holds the weights its class's initialisation draws (as the
+    hub's `from_config` would give), not uninitialised memory: the critic's every matrix N(0, initializer_range),
+    norms 1 and biases 0, its rotary frequencies restored; the T5 encoder's scale of each weight by its fan-in."""
+    torch.manual_seed(0)
+    model = real.critic("qwen2-vl-2b", layers=1, vision_layers=1, device="cpu")
+    std = model.config.text_config.initializer_range
+    for name, p in model.state_dict().items():  # the tied head once more
+        if p.dim() > 1:
+            assert abs(float(p.std()) - std) < 0.02 * std and abs(float(p.mean())) < 0.01 * std, name
+        else:
+            assert torch.equal(p, torch.full_like(p, 0.0 if name.endswith("bias") else 1.0)), name
+    head_dim = model.config.text_config.hidden_size // model.config.text_config.num_attention_heads
+    theta = model.config.text_config.rope_parameters["rope_theta"]
+    expected = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    torch.testing.assert_close(model.model.language_model.rotary_emb.inv_freq, expected)
+
+    encoder = real.text_encoder("cogvideox-5b", layers=1, vocab_size=300, device="cpu")
+    c = encoder.config
+    scales = {"shared": 1.0, "embed_tokens": 1.0, ".q.": (c.d_model * c.d_kv) ** -0.5, ".k.": c.d_model ** -0.5,
+              ".v.": c.d_model ** -0.5, ".o.": (c.num_heads * c.d_kv) ** -0.5, ".wi_0.": c.d_model ** -0.5,
+              ".wi_1.": c.d_model ** -0.5, ".wo.": c.d_ff ** -0.5, "relative_attention_bias": c.d_model ** -0.5}
+    for name, p in encoder.state_dict().items():  # its embeddings also as encoder.embed_tokens
+        if p.dim() == 1:
+            assert torch.equal(p, torch.ones_like(p)), name  # the layer norms
+            continue
+        [scale] = [s for key, s in scales.items() if key in f".{name}"]
+        assert abs(float(p.std()) - scale) < 0.05 * scale, name
+
+
 def test_qwen2_5_vl_7b_cut_keeps_window_attention_and_a_full_attention_block():
     model = real.critic("qwen2.5-vl-7b", layers=2, vision_layers=2)
     vision, text = model.config.vision_config, model.config.text_config
