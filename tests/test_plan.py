@@ -61,3 +61,15 @@ def test_cli_prints_the_plan_and_fails_a_job_that_does_not_fit(capsys):
 def test_a_model_without_a_published_config_is_named(capsys):
     assert cli.main(["plan", "align", "model.name_or_path=acme/video-9b", "--config", ALIGN_8]) == 1
     assert "model.name_or_path='acme/video-9b'" in capsys.readouterr().err
+
+
+def test_without_fsdp_every_rank_holds_the_whole_model():
+    """`trainer.fsdp=false` (DDP) is planned as it runs: the whole model, its gradients and AdamW state on every
+    rank, nothing gathered, and FSDP the advice when that does not fit."""
+    cfg = stages.load("align", ALIGN_8, ["trainer.fsdp=false"])
+    p = plan.plan("align", cfg, 8, 80)
+    assert p.local_parameters == p.local_trainable == p.parameters == 1_693_783_872
+    assert p.bytes["parameters"] == p.bytes["gradients"] == 4 * p.parameters
+    assert p.bytes["optimizer"] == 8 * p.parameters and p.bytes["gathered blocks"] == 0
+    small = plan.plan("align", cfg, 8, 24)  # 25 GiB of weights, gradients and AdamW state alone
+    assert not small.fits and any(a.startswith("set trainer.fsdp=true") for a in small.advice)

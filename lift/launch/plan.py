@@ -85,11 +85,12 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
     parameters = real.parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     largest_block = max(real.parameters(b) for b in blocks)
-    local, local_trainable = _shard(model, blocks, world)
+    local, local_trainable = _shard(model, blocks, world, cfg.trainer)
     param_bytes = 4  # the stages load weights in fp32 and compute in bf16 (FSDP2's MixedPrecisionPolicy)
     fixed = {"parameters": param_bytes * local, "gradients": 4 * local_trainable,
              "optimizer": 8 * local_trainable,  # AdamW: exp_avg and exp_avg_sq in fp32
-             "gathered blocks": 2 * 2 * largest_block,  # bf16 all-gather of a block and the prefetched next one
+             # FSDP's bf16 all-gather of a block and the prefetched next one
+             "gathered blocks": 2 * 2 * largest_block if cfg.trainer.fsdp else 0,
              "workspace": WORKSPACE_GIB * GIB}
     ac = bool(cfg.trainer.activation_checkpointing)
     vocab = real.config(name).get("text_config", real.config(name)).get("vocab_size", 0) if stage == "critic" else 0
@@ -113,7 +114,10 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
             accum = math.ceil(batch * cfg.trainer.grad_accum / max_batch)
             p.advice.append(f"trainer.batch_size={max_batch} trainer.grad_accum={accum} keeps about the same "
                             "global batch")
-        if room <= 0:
+        if room <= 0 and not cfg.trainer.fsdp:
+            p.advice.append("set trainer.fsdp=true: parameters, gradients and optimizer state are sharded over the "
+                            "ranks")
+        elif room <= 0:
             p.advice.append("more ranks: parameters, gradients and optimizer state shrink with the world size")
     return p
 
@@ -148,21 +152,25 @@ def _critic_shape(name: str, cfg: DictConfig, text_tokens: int = 512) -> tuple[i
     return video + text_tokens, text["num_hidden_layers"], text["hidden_size"]
 
 
-def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int) -> tuple[int, int]:
-    """Shard `model` as `parallel.shard_model` does over a fake process group; rank 0's (all, trainable) numels."""
+def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int,
+           trainer: DictConfig) -> tuple[int, int]:
+    """Rank 0's numels (all, trainable) of `model` sharded by the stages' own `parallel.shard_model` over a fake
+    process group of `world` ranks; without FSDP (`trainer.fsdp=false`: DDP) every rank holds the whole model."""
     import torch.distributed as torch_dist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
+    from lift.core import dist
+    from lift.train import parallel
+
+    if not trainer.fsdp:
+        return real.parameters(model), sum(p.numel() for p in model.parameters() if p.requires_grad)
     if torch_dist.is_initialized():
         raise RuntimeError("lift plan runs in its own process, outside torchrun")
     torch_dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
     try:
-        mesh = init_device_mesh("cpu", (world,))
-        for block in blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        runtime = dist.Runtime(rank=0, world_size=world, local_rank=0, device=torch.device("cpu"))
+        parallel.shard_model(model, blocks, runtime, trainer, mesh=init_device_mesh("cpu", (world,)))
         local = [(p.to_local().numel(), p.requires_grad) for p in model.parameters()]
     finally:
         torch_dist.destroy_process_group()

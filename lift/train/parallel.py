@@ -13,6 +13,7 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
 )
+from torch.distributed.device_mesh import DeviceMesh
 
 from lift.config.schema import TrainerConfig
 from lift.core import dist
@@ -144,7 +145,8 @@ def _fill(tensor: torch.Tensor, weights: Source, name: str) -> None:
 
 
 def shard_model(model: torch.nn.Module, blocks: list[torch.nn.Module], runtime: dist.Runtime,
-                cfg: TrainerConfig, materialise: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
+                cfg: TrainerConfig, materialise: Callable[[torch.nn.Module], None] | None = None,
+                mesh: DeviceMesh | None = None) -> torch.nn.Module:
     """Parallelism in a fixed order: activation checkpointing is the caller's (library switch) ->
     `fully_shard` per block -> `fully_shard` on the root. bf16 parameters with fp32 reductions on GPU.
 
@@ -154,6 +156,8 @@ def shard_model(model: torch.nn.Module, blocks: list[torch.nn.Module], runtime: 
 
     A model built on the meta device is given its weights by `materialise(model)` (e.g. `EmptyModel.materialise`):
     after `fully_shard`, so each rank allocates and reads only its shard, or before DDP, which broadcasts rank 0's.
+    `mesh` is FSDP2's device mesh, by default one of every rank on this process's device (`lift plan` passes a CPU
+    mesh over its fake process group).
     """
     if runtime.distributed and cfg.fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -162,8 +166,8 @@ def shard_model(model: torch.nn.Module, blocks: list[torch.nn.Module], runtime: 
         if (dtype := dist.compute_dtype(runtime.device, cfg.mixed_precision)) != torch.float32:
             mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
         for i, block in enumerate(blocks):
-            fully_shard(block, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
-        fully_shard(model, mp_policy=mp)
+            fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < len(blocks) - 1)
+        fully_shard(model, mesh=mesh, mp_policy=mp)
     if materialise is not None:
         materialise(model)
     if runtime.distributed and not cfg.fsdp:
