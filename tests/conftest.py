@@ -18,8 +18,8 @@ S3_ENV = {
 }
 
 
-# The files that take the longest (minutes each on 2 cores; the rest take under a minute and a half), in that
-# order: they start first, so that the two workers end together instead of one running a long file alone at the end.
+# The files that take longest on 2 cores (one to ten minutes each), longest first: they start first, so that the
+# two workers end together instead of one running a long file alone at the end.
 LONGEST_FIRST = ("tests/test_t2v_real.py", "tests/test_reliability_crash.py", "tests/test_critic_real.py",
                  "tests/test_align.py", "tests/test_train.py", "tests/test_reliability_storage.py",
                  "tests/test_gpu_check.py", "tests/test_zoo.py", "tests/test_sharded_load.py")
