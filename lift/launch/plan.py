@@ -85,7 +85,10 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
     parameters = real.parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     largest_block = max(real.parameters(b) for b in blocks)
-    local, local_trainable = _shard(model, blocks, world, cfg.trainer)
+    if cfg.trainer.fsdp:
+        local, local_trainable = _shard(model, blocks, world, cfg.trainer)
+    else:  # DDP: every rank holds the whole model
+        local, local_trainable = parameters, trainable
     param_bytes = 4  # the stages load weights in fp32 and compute in bf16 (FSDP2's MixedPrecisionPolicy)
     fixed = {"parameters": param_bytes * local, "gradients": 4 * local_trainable,
              "optimizer": 8 * local_trainable,  # AdamW: exp_avg and exp_avg_sq in fp32
@@ -114,11 +117,11 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
             accum = math.ceil(batch * cfg.trainer.grad_accum / max_batch)
             p.advice.append(f"trainer.batch_size={max_batch} trainer.grad_accum={accum} keeps about the same "
                             "global batch")
-        if room <= 0 and not cfg.trainer.fsdp:
-            p.advice.append("set trainer.fsdp=true: parameters, gradients and optimizer state are sharded over the "
+        if room <= 0:
+            p.advice.append("more ranks: parameters, gradients and optimizer state shrink with the world size"
+                            if cfg.trainer.fsdp else
+                            "set trainer.fsdp=true: parameters, gradients and optimizer state are sharded over the "
                             "ranks")
-        elif room <= 0:
-            p.advice.append("more ranks: parameters, gradients and optimizer state shrink with the world size")
     return p
 
 
@@ -155,7 +158,7 @@ def _critic_shape(name: str, cfg: DictConfig, text_tokens: int = 512) -> tuple[i
 def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int,
            trainer: DictConfig) -> tuple[int, int]:
     """Rank 0's numels (all, trainable) of `model` sharded by the stages' own `parallel.shard_model` over a fake
-    process group of `world` ranks; without FSDP (`trainer.fsdp=false`: DDP) every rank holds the whole model."""
+    process group of `world` ranks."""
     import torch.distributed as torch_dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.testing._internal.distributed.fake_pg import FakeStore
@@ -163,8 +166,6 @@ def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int,
     from lift.core import dist
     from lift.train import parallel
 
-    if not trainer.fsdp:
-        return real.parameters(model), sum(p.numel() for p in model.parameters() if p.requires_grad)
     if torch_dist.is_initialized():
         raise RuntimeError("lift plan runs in its own process, outside torchrun")
     torch_dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
