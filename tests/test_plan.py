@@ -2,6 +2,7 @@
 checked against the analytic counts."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from lift.models import real
 ALIGN_8 = "configs/cluster/align-cogvideox-2b-8gpu.yaml"
 ALIGN_32 = "configs/cluster/align-cogvideox-2b-4x8gpu.yaml"
 CRITIC = "configs/cluster/critic-qwen2.5-vl-7b.yaml"
+H100 = 80e9 / 2 ** 30  # `--gpu-memory 80GB`, in GiB
+SCALING = Path(__file__).resolve().parents[1] / "docs" / "SCALING.md"
 
 
 def _rank0_shard(model, world, trainable_only=False):
@@ -23,7 +26,8 @@ def _rank0_shard(model, world, trainable_only=False):
 @pytest.mark.parametrize("config,world", [(ALIGN_8, 8), (ALIGN_32, 32)])
 def test_cogvideox_2b_align_plan_matches_the_analytic_count(config, world):
     cfg = stages.load("align", config, [])
-    p = plan.plan("align", cfg, world, 80)
+    p = plan.plan("align", cfg, world, H100)
+    assert p.render() in SCALING.read_text(), "docs/SCALING.md quotes the plan as `lift plan` prints it"
     local = _rank0_shard(real.transformer("cogvideox-2b"), world)
     assert p.parameters == p.trainable == 1_693_783_872
     assert p.local_parameters == p.local_trainable == local
@@ -36,15 +40,34 @@ def test_cogvideox_2b_align_plan_matches_the_analytic_count(config, world):
     assert p.fits and p.max_batch_size >= cfg.trainer.batch_size
 
 
-def test_critic_7b_lora_plan_shards_the_frozen_base_and_trains_only_adapters():
+# Qwen2.5-VL-7B-Instruct's published parameters, and its r=128 adapters on q,k,v,o,gate,up,down of 28 layers:
+# r * (in + out) each
+QWEN_7B = 8_292_166_656
+LORA_7B = 28 * 128 * ((3584 + 3584) + 2 * (3584 + 512) + (3584 + 3584) + 3 * (3584 + 18944))
+
+
+def test_critic_7b_lora_plan_shards_the_frozen_base_in_bf16_and_trains_only_adapters():
+    """The frozen base is held in the bf16 it computes in, the adapters in fp32 (`parallel.keep_frozen_in`)."""
     cfg = stages.load("critic", CRITIC, [])
-    p = plan.plan("critic", cfg, 8, 80)
-    # r=128 adapters on q,k,v,o,gate,up,down of 28 layers: r * (in + out) each
-    per_layer = 128 * ((3584 + 3584) + 2 * (3584 + 512) + (3584 + 3584) + 3 * (3584 + 18944))
-    assert p.trainable == 28 * per_layer == 322_961_408
-    assert p.parameters == 8_292_166_656 + p.trainable
+    p = plan.plan("critic", cfg, 8, H100)
+    assert p.render() in SCALING.read_text(), "docs/SCALING.md quotes the plan as `lift plan` prints it"
+    assert p.trainable == LORA_7B == 322_961_408
+    assert p.parameters == QWEN_7B + p.trainable
+    assert p.bytes["parameters"] == 2 * (p.local_parameters - p.local_trainable) + 4 * p.local_trainable
     assert p.bytes["optimizer"] == 8 * p.local_trainable and p.bytes["gradients"] == 4 * p.local_trainable
     assert abs(p.local_parameters - p.parameters / 8) / p.local_parameters < 1e-2
+    assert p.fits
+    fp32 = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.mixed_precision=fp32"]), 8, 80)
+    assert fp32.local_parameters == p.local_parameters and fp32.bytes["parameters"] == 4 * p.local_parameters
+
+
+def test_critic_7b_lora_fits_on_every_rank_whole_under_ddp():
+    """Without FSDP a rank holds the whole 7B critic: 2 bytes per frozen parameter, 4 (and 12 of gradients and AdamW
+    state) per adapter parameter, nothing gathered; 24 GiB in all, inside an 80 GB card."""
+    p = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.fsdp=false"]), 8, 80)
+    assert p.local_parameters == p.parameters and p.local_trainable == p.trainable == LORA_7B
+    assert p.bytes["parameters"] == 2 * QWEN_7B + 4 * LORA_7B
+    assert p.bytes["gradients"] == 4 * LORA_7B and p.bytes["gathered blocks"] == 0
     assert p.fits
 
 

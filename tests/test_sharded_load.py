@@ -104,3 +104,34 @@ def test_zoo_transformers_load_as_before(loaded, zoo_dir, name):
     with torch.no_grad():
         loss = family.loss(pipe, pipe.transformer, latents, embeds, generators)
     torch.testing.assert_close(got["loss"], loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_on_a_gpu_the_frozen_base_is_held_in_bf16_and_trains_as_the_bf16_model(loaded, zoo_dir):
+    """With bfloat16 compute (a GPU's), the critic's frozen weights are stored in bfloat16 (`parallel.keep_frozen_in`:
+    half the memory, and the values the compute used anyway) and its LoRA adapters in float32 (AdamW's master
+    weights), in the same FSDP2 units. One forward and backward over the 2 ranks gives the loss and adapter gradients
+    of the same model with its parameters cast to bfloat16 in one process, which is what FSDP2's
+    MixedPrecisionPolicy computes with."""
+    got = torch.load(loaded[0] / "bf16.pt")
+    trained = set(got["grads"])
+    assert any("lora_B" in n for n in trained) and all("lora_" in n for n in trained)
+    assert {n for n, dtype in got["dtypes"].items() if dtype == torch.float32} == trained
+    assert {n for n, dtype in got["dtypes"].items() if dtype == torch.bfloat16} == set(got["dtypes"]) - trained
+    assert got["differs"] == 0.0, "each frozen shard holds the file's rows in bfloat16"
+    cfg = stages.load("critic", None, [f"model.name_or_path={zoo_dir}/critic", "run=memory://unused",
+                                       "data=memory://unused", "lora.enabled=true", "model.freeze_vision=true"])
+    model, _ = models.load_critic(f"{zoo_dir}/critic")
+    torch.manual_seed(cfg.trainer.seed)
+    model = critic.adapt(model, cfg).eval()
+    for p in model.parameters():  # FSDP2's param_dtype casts parameters, not buffers (rotary frequencies)
+        p.data = p.data.to(torch.bfloat16)
+    inputs = critic_data.Collate(f"{zoo_dir}/critic", fps=4.0)([critic_video()])["inputs"]
+    loss = model(**inputs).loss
+    loss.backward()
+    torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-3, atol=0)  # bf16 rounding, summed differently
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(grads) == trained
+    mine = torch.cat([got["grads"][n].flatten() for n in sorted(trained)])
+    expected = torch.cat([grads[n].float().flatten() for n in sorted(trained)])
+    assert expected.norm() > 0 and (mine - expected).norm() < 1e-2 * expected.norm()

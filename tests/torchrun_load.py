@@ -6,7 +6,10 @@ rank reading its shard) under torchrun, and writes what the test checks into OUT
   file's rows (read independently, memory-mapped) and whether the lm_head still shares the embeddings;
 - real.pt (rank 0): REAL's logits on fixed tokens;
 - zoo.pt (rank 0): the tiny critic's (LoRA, frozen vision tower) gathered weights and loss on a video, and each
-  text-to-video family's gathered transformer weights and per-sample losses on fixed latents.
+  text-to-video family's gathered transformer weights and per-sample losses on fixed latents;
+- bf16.pt (rank 0): the tiny critic loaded as the stage loads it on a GPU (bfloat16 compute): its parameters'
+  dtypes, the largest difference between a frozen shard and the file's rows in bfloat16, and the loss and the
+  adapters' gathered gradients of one forward and backward.
 
     torchrun --nproc-per-node 2 tests/torchrun_load.py OUT ZOO REAL
 """
@@ -37,8 +40,9 @@ def _memory(field: str) -> int:
     return int(line.split()[1]) * 1024
 
 
-def load_critic(path: str, runtime: dist.Runtime, *extra: str):
-    """The critic stage's model loading (critic.run), for the recipe's LoRA and frozen vision tower."""
+def load_critic(path: str, runtime: dist.Runtime, *extra: str, compute: torch.dtype | None = None):
+    """The critic stage's model loading (critic.run), for the recipe's LoRA and frozen vision tower; `compute`: the
+    dtype it computes in, as on a GPU (by default this CPU's, float32)."""
     cfg = stages.load("critic", None, [f"model.name_or_path={path}", "run=memory://unused", "data=memory://unused",
                                        "lora.enabled=true", "model.freeze_vision=true", *extra])
     skeleton, weights = models.critic_skeleton(path)
@@ -46,8 +50,17 @@ def load_critic(path: str, runtime: dist.Runtime, *extra: str):
     torch.manual_seed(cfg.trainer.seed)
     model = empty.adapt(lambda m: critic.adapt(m, cfg))
     model = parallel.shard_model(model, critic.blocks(model), runtime, cfg.trainer,
-                                 lambda m: empty.materialise(m, runtime.device, weights))
+                                 lambda m: empty.materialise(m, runtime.device, weights), compute=compute)
     return model, weights
+
+
+def _file_rows(weights, name: str, param) -> torch.Tensor:
+    """This rank's rows of the weight `name` as the file holds them (read independently, memory-mapped)."""
+    base = name.removeprefix("base_model.model.").replace(".base_layer", "")
+    file, stored = weights.where[base]
+    start = parallel_start(param)
+    with safe_open(file, "pt") as f:
+        return f.get_slice(stored)[start:start + param.to_local().shape[0]]
 
 
 def real(out: str, path: str, runtime: dist.Runtime) -> None:
@@ -60,13 +73,8 @@ def real(out: str, path: str, runtime: dist.Runtime) -> None:
     for name, param in model.named_parameters():
         if "lora_" in name:
             continue
-        base = name.removeprefix("base_model.model.").replace(".base_layer", "")
-        file, stored = weights.where[base]
         rows = param.to_local()
-        start = parallel_start(param)
-        with safe_open(file, "pt") as f:
-            expected = f.get_slice(stored)[start:start + rows.shape[0]]
-        differs = max(differs, float((rows - expected).abs().max()) if rows.numel() else 0.0)
+        differs = max(differs, float((rows - _file_rows(weights, name, param)).abs().max()) if rows.numel() else 0.0)
     with open(f"{out}/rank{runtime.rank}.json", "w") as f:
         base = model.get_base_model()
         json.dump({"peak": peak, "local": local, "differs": differs,
@@ -120,10 +128,27 @@ def zoo(out: str, path: str, runtime: dist.Runtime) -> None:
         torch.save(results, f"{out}/zoo.pt")
 
 
+def zoo_bf16(out: str, path: str, runtime: dist.Runtime) -> None:
+    model, weights = load_critic(f"{path}/critic", runtime, compute=torch.bfloat16)
+    differs = 0.0
+    for name, param in model.named_parameters():
+        if not param.requires_grad and param.to_local().numel():
+            rows = _file_rows(weights, name, param).to(torch.bfloat16)
+            differs = max(differs, float((param.to_local().float() - rows.float()).abs().max()))
+    inputs = critic_data.Collate(f"{path}/critic", fps=4.0)([critic_video()])["inputs"]
+    loss = model.eval()(**inputs).loss
+    loss.backward()
+    grads = {name: p.grad.full_tensor() for name, p in model.named_parameters() if p.requires_grad}
+    if runtime.is_main:
+        torch.save({"dtypes": {name: p.dtype for name, p in model.named_parameters()}, "differs": differs,
+                    "loss": loss.detach(), "grads": grads}, f"{out}/bf16.pt")
+
+
 def main(out: str, zoo_dir: str, real_dir: str) -> None:
     runtime = dist.init()
     real(out, real_dir, runtime)
     zoo(out, zoo_dir, runtime)
+    zoo_bf16(out, zoo_dir, runtime)
     dist.shutdown()
 
 

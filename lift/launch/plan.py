@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig
 
+from lift.core import dist
 from lift.models import real
 
 GIB = 1024 ** 3
@@ -67,6 +68,8 @@ stages decode up to 96 tokens)."""
 
 def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan:
     """The memory plan of `stage` (align or critic) at `cfg` on `world` ranks of `gpu_memory_gib` each."""
+    from lift.train import parallel
+
     if stage not in PLANNED:
         raise ValueError(f"lift plan knows the training stages {', '.join(PLANNED)}, not {stage!r}")
     name = _real_name(cfg.model.name_or_path)
@@ -85,12 +88,17 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
     parameters = real.parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     largest_block = max(real.parameters(b) for b in blocks)
+    compute = dist.compute_dtype("cuda", cfg.trainer.mixed_precision)  # the job's GPUs, not this process's CPU
     if cfg.trainer.fsdp:
-        local, local_trainable = _shard(model, blocks, world, cfg.trainer)
-    else:  # DDP: every rank holds the whole model
-        local, local_trainable = parameters, trainable
-    param_bytes = 4  # the stages load weights in fp32 and compute in bf16 (FSDP2's MixedPrecisionPolicy)
-    fixed = {"parameters": param_bytes * local, "gradients": 4 * local_trainable,
+        shards = _shard(model, blocks, world, cfg.trainer, compute)
+    else:  # DDP: every rank holds the whole model, its frozen parameters in the compute dtype as the stage does
+        parallel.keep_frozen_in(model, compute)
+        shards = list(model.parameters())
+    local = sum(p.numel() for p in shards)
+    local_trainable = sum(p.numel() for p in shards if p.requires_grad)
+    # trainable weights in fp32 (AdamW's master copy, bf16 compute through FSDP2's MixedPrecisionPolicy or
+    # autocast), frozen ones in the compute dtype (`parallel.keep_frozen_in`)
+    fixed = {"parameters": sum(p.numel() * p.element_size() for p in shards), "gradients": 4 * local_trainable,
              "optimizer": 8 * local_trainable,  # AdamW: exp_avg and exp_avg_sq in fp32
              # FSDP's bf16 all-gather of a block and the prefetched next one
              "gathered blocks": 2 * 2 * largest_block if cfg.trainer.fsdp else 0,
@@ -155,15 +163,14 @@ def _critic_shape(name: str, cfg: DictConfig, text_tokens: int = 512) -> tuple[i
     return video + text_tokens, text["num_hidden_layers"], text["hidden_size"]
 
 
-def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int,
-           trainer: DictConfig) -> tuple[int, int]:
-    """Rank 0's numels (all, trainable) of `model` sharded by the stages' own `parallel.shard_model` over a fake
-    process group of `world` ranks."""
+def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int, trainer: DictConfig,
+           compute: torch.dtype) -> list[torch.Tensor]:
+    """Rank 0's shards of the parameters of `model` (on the meta device), sharded by the stages' own
+    `parallel.shard_model` over a fake process group of `world` ranks for a job computing in `compute`."""
     import torch.distributed as torch_dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.testing._internal.distributed.fake_pg import FakeStore
 
-    from lift.core import dist
     from lift.train import parallel
 
     if torch_dist.is_initialized():
@@ -171,8 +178,8 @@ def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int,
     torch_dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world)
     try:
         runtime = dist.Runtime(rank=0, world_size=world, local_rank=0, device=torch.device("cpu"))
-        parallel.shard_model(model, blocks, runtime, trainer, mesh=init_device_mesh("cpu", (world,)))
-        local = [(p.to_local().numel(), p.requires_grad) for p in model.parameters()]
+        parallel.shard_model(model, blocks, runtime, trainer, mesh=init_device_mesh("cpu", (world,)),
+                             compute=compute)
+        return [p.to_local() for p in model.parameters()]  # a trainable parameter's shard requires grad too
     finally:
         torch_dist.destroy_process_group()
-    return sum(n for n, _ in local), sum(n for n, g in local if g)
