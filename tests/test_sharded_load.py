@@ -1,7 +1,8 @@
 """Sharded loading (torchtitan's way) under torchrun with 2 ranks on CPU: a model is built on the meta device,
 adapted and sharded, and each rank reads only its shard. A 1.6 GB critic at Qwen2-VL-2B's real width is loaded
 with each rank's peak memory measured; the loaded critic and the tiny zoo models compute and hold exactly what
-the plain one-process load (`from_pretrained`, then peft with the same seed) gives."""
+the plain one-process load (`from_pretrained`, then peft with the same seed) gives; loaded to compute in bf16 (a
+GPU's dtype), the tiny critic holds its frozen base in bf16 and trains as the bf16 model does."""
 
 from __future__ import annotations
 
