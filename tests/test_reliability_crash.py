@@ -83,41 +83,75 @@ def _files(root: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- training stages
+def _critic_args(zoo_dir: str, run: str) -> list[str]:
+    return ["critic", f"run={run}", f"model.name_or_path={zoo_dir}/critic", f"data={run}/data", *CRITIC_TRAIN,
+            "lora.enabled=true", "model.freeze_vision=true"]  # LiFT's recipe: LoRA, frozen vision tower
+
+
+@pytest.fixture(scope="module")
+def critic_clean(zoo_dir, toy_data, tmp_path_factory, torchrun_lift) -> str:
+    """The folder of an uninterrupted 2-rank `lift critic` run (FSDP), the reference of the critic's crash tests."""
+    root = tmp_path_factory.mktemp("critic")
+    _copy_data(toy_data, str(root / "clean"))
+    clean = torchrun_lift(*_critic_args(zoo_dir, str(root / "clean")))
+    assert clean.returncode == 0, clean.stderr[-5000:]
+    return str(root / "clean")
+
+
 @pytest.mark.slow
-def test_critic_sigkill_at_a_step_restarts_and_ends_with_identical_weights(zoo_dir, toy_data, tmp_path, torchrun_lift):
+def test_critic_sigkill_at_a_step_restarts_and_ends_with_identical_weights(zoo_dir, toy_data, tmp_path, torchrun_lift,
+                                                                           critic_clean):
     from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    def args(run: str) -> list[str]:
-        return ["critic", f"run={run}", f"model.name_or_path={zoo_dir}/critic", f"data={run}/data", *CRITIC_TRAIN,
-                "lora.enabled=true", "model.freeze_vision=true"]  # LiFT's recipe: LoRA, frozen vision tower
-
-    for name in ("clean", "crash"):
-        _copy_data(toy_data, str(tmp_path / name))
-    clean = torchrun_lift(*args(str(tmp_path / "clean")))
-    assert clean.returncode == 0, clean.stderr[-5000:]
+    _copy_data(toy_data, str(tmp_path / "crash"))
     kill = _kill_point("critic", [(faults.KILL_AT_STEP, step) for step in range(1, 5)])  # 4 steps
-    crash = torchrun_lift(*args(str(tmp_path / "crash")), max_restarts=1, env=kill)
+    crash = torchrun_lift(*_critic_args(zoo_dir, str(tmp_path / "crash")), max_restarts=1, env=kill)
     _survived(crash, kill)
     _resumed_from_newest_checkpoint(crash.stderr, kill)
-    checkpoints = [storage.listdir(str(tmp_path / f"{run}/critic/checkpoints")) for run in ("clean", "crash")]
+    runs = {"clean": critic_clean, "crash": str(tmp_path / "crash")}
+    checkpoints = [storage.listdir(f"{run}/critic/checkpoints") for run in runs.values()]
     assert checkpoints[1] == checkpoints[0] == ["step-00000002", "step-00000004"], "no leftovers of the killed attempt"
-    a = load_file(str(tmp_path / "clean/critic/model/model.safetensors"))
-    b = load_file(str(tmp_path / "crash/critic/model/model.safetensors"))
+    a = load_file(f"{runs['clean']}/critic/model/model.safetensors")
+    b = load_file(f"{runs['crash']}/critic/model/model.safetensors")
     print(f"critic: max abs diff after a SIGKILL and restart: {_max_diff(a, b)}")  # docs/RELIABILITY.md
     assert _max_diff(a, b) <= 1e-6
     assert not any("lora" in k for k in a), "LoRA is merged into the exported weights"
-    for run in ("clean", "crash"):
-        assert storage.read_marker(str(tmp_path / f"{run}/critic"))["counts"]["steps"] == 4
-    exported = _files(str(tmp_path / "crash/critic/model"))
+    for run in runs.values():
+        assert storage.read_marker(f"{run}/critic")["counts"]["steps"] == 4
+    exported = _files(f"{runs['crash']}/critic/model")
     assert "model.safetensors" in exported and not [f for f in exported if f.endswith((".bin", ".pt", ".pkl"))]
-    model = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "crash/critic/model"))
-    AutoProcessor.from_pretrained(str(tmp_path / "crash/critic/model"))
+    model = AutoModelForImageTextToText.from_pretrained(f"{runs['crash']}/critic/model")
+    AutoProcessor.from_pretrained(f"{runs['crash']}/critic/model")
     base = AutoModelForImageTextToText.from_pretrained(f"{zoo_dir}/critic")
     moved = [n for n, p in model.state_dict().items() if not torch.equal(p, base.state_dict()[n])]
     assert moved and all(".visual." not in f".{n}" for n in moved), "only the language model is trained"
     _is_the_base_with_the_adapters_merged(a, load_file(f"{zoo_dir}/critic/model.safetensors"),
-                                          str(tmp_path / "clean/critic/checkpoints/step-00000004"))
+                                          f"{runs['clean']}/critic/checkpoints/step-00000004")
+
+
+@pytest.mark.slow
+def test_critic_under_ddp_killed_and_restarted_ends_as_the_fsdp_run(zoo_dir, toy_data, tmp_path, torchrun_lift,
+                                                                    critic_clean):
+    """`trainer.fsdp=false` (DDP: every rank holds the whole model, docs/SCALING.md's option for the LoRA critic
+    across nodes) checkpoints, resumes and exports as FSDP does: a rank SIGKILLed at a step, the restarted job ends
+    with the uninterrupted FSDP run's checkpoints and weights. Killed after step 3 or 4, so that the restart resumes
+    from DDP's checkpoint of step 2."""
+    from safetensors.torch import load_file
+
+    _copy_data(toy_data, str(tmp_path / "ddp"))
+    kill = _kill_point("critic-ddp", [(faults.KILL_AT_STEP, step) for step in (3, 4)])
+    crash = torchrun_lift(*_critic_args(zoo_dir, str(tmp_path / "ddp")), "trainer.fsdp=false", max_restarts=1,
+                          env=kill)
+    _survived(crash, kill)
+    _resumed_from_newest_checkpoint(crash.stderr, kill)
+    assert storage.listdir(str(tmp_path / "ddp/critic/checkpoints")) == ["step-00000002", "step-00000004"]
+    a = load_file(f"{critic_clean}/critic/model/model.safetensors")
+    b = load_file(str(tmp_path / "ddp/critic/model/model.safetensors"))
+    print(f"critic: max abs diff of DDP against FSDP after a SIGKILL and restart: {_max_diff(a, b)}")
+    assert _max_diff(a, b) <= 1e-6
+    _is_the_base_with_the_adapters_merged(b, load_file(f"{zoo_dir}/critic/model.safetensors"),
+                                          str(tmp_path / "ddp/critic/checkpoints/step-00000004"))
 
 
 def _is_the_base_with_the_adapters_merged(exported: dict, base: dict, checkpoint: str) -> None:
