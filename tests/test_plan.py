@@ -57,14 +57,14 @@ def test_critic_7b_lora_plan_shards_the_frozen_base_in_bf16_and_trains_only_adap
     assert p.bytes["optimizer"] == 8 * p.local_trainable and p.bytes["gradients"] == 4 * p.local_trainable
     assert abs(p.local_parameters - p.parameters / 8) / p.local_parameters < 1e-2
     assert p.fits
-    fp32 = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.mixed_precision=fp32"]), 8, 80)
+    fp32 = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.mixed_precision=fp32"]), 8, H100)
     assert fp32.local_parameters == p.local_parameters and fp32.bytes["parameters"] == 4 * p.local_parameters
 
 
 def test_critic_7b_lora_fits_on_every_rank_whole_under_ddp():
     """Without FSDP a rank holds the whole 7B critic: 2 bytes per frozen parameter, 4 (and 12 of gradients and AdamW
-    state) per adapter parameter, nothing gathered; 24 GiB in all, inside an 80 GB card."""
-    p = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.fsdp=false"]), 8, 80)
+    state) per adapter parameter, nothing gathered; 24 GiB in all, inside an 80 GB card (74.5 GiB)."""
+    p = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.fsdp=false"]), 8, H100)
     assert p.local_parameters == p.parameters and p.local_trainable == p.trainable == LORA_7B
     assert p.bytes["parameters"] == 2 * QWEN_7B + 4 * LORA_7B
     assert p.bytes["gradients"] == 4 * LORA_7B and p.bytes["gathered blocks"] == 0
