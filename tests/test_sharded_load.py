@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchrun_load import FAMILIES, TOKENS, critic_video, t2v_inputs
+from torchrun_load import FAMILIES, TOKENS, critic_batch, critic_config, t2v_inputs
 
-from lift import models, stages
-from lift.models import critic as critic_data
+from lift import models
 from lift.models import families, real
 from lift.stages import critic
 from lift.train import parallel
@@ -74,21 +73,26 @@ def test_sharded_real_critic_computes_as_the_plainly_loaded_one(loaded):
     torch.testing.assert_close(torch.load(root / "real.pt"), expected, rtol=1e-5, atol=1e-5)
 
 
+def _plain_lora_critic(path: str):
+    """The critic folder `path` loaded whole in one process (`from_pretrained`) and given the recipe's LoRA by peft,
+    seeded as the critic stage seeds it."""
+    cfg = critic_config(path)
+    model, _ = models.load_critic(path)
+    torch.manual_seed(cfg.trainer.seed)
+    return critic.adapt(model, cfg)
+
+
 @pytest.mark.slow
 def test_zoo_critic_loads_as_before_lora_adapters_included(loaded, zoo_dir):
     """Before sharded loading, the critic stage loaded the whole model, seeded and applied peft: same values."""
     root = loaded[0]
     got = torch.load(root / "zoo.pt")["critic"]
-    cfg = stages.load("critic", None, [f"model.name_or_path={zoo_dir}/critic", "run=memory://unused",
-                                       "data=memory://unused", "lora.enabled=true", "model.freeze_vision=true"])
-    model, _ = models.load_critic(f"{zoo_dir}/critic")
-    torch.manual_seed(cfg.trainer.seed)
-    model = critic.adapt(model, cfg)
+    model = _plain_lora_critic(f"{zoo_dir}/critic")
     expected = model.state_dict()
     assert got["weights"].keys() == expected.keys() and any("lora_A" in k for k in expected)
     assert all(torch.equal(got["weights"][k], expected[k]) for k in expected)
-    inputs = critic_data.Collate(f"{zoo_dir}/critic", fps=4.0)([critic_video()])["inputs"]
-    torch.testing.assert_close(got["loss"], model(**inputs).loss.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["loss"], model(**critic_batch(f"{zoo_dir}/critic")).loss.detach(), rtol=1e-5,
+                               atol=1e-6)
 
 
 @pytest.mark.slow
@@ -120,15 +124,10 @@ def test_on_a_gpu_the_frozen_base_is_held_in_bf16_and_trains_as_the_bf16_model(l
     assert {n for n, dtype in got["dtypes"].items() if dtype == torch.float32} == trained
     assert {n for n, dtype in got["dtypes"].items() if dtype == torch.bfloat16} == set(got["dtypes"]) - trained
     assert got["differs"] == 0.0, "each frozen shard holds the file's rows in bfloat16"
-    cfg = stages.load("critic", None, [f"model.name_or_path={zoo_dir}/critic", "run=memory://unused",
-                                       "data=memory://unused", "lora.enabled=true", "model.freeze_vision=true"])
-    model, _ = models.load_critic(f"{zoo_dir}/critic")
-    torch.manual_seed(cfg.trainer.seed)
-    model = critic.adapt(model, cfg).eval()
+    model = _plain_lora_critic(f"{zoo_dir}/critic").eval()
     for p in model.parameters():  # FSDP2's param_dtype casts parameters, not buffers (rotary frequencies)
         p.data = p.data.to(torch.bfloat16)
-    inputs = critic_data.Collate(f"{zoo_dir}/critic", fps=4.0)([critic_video()])["inputs"]
-    loss = model(**inputs).loss
+    loss = model(**critic_batch(f"{zoo_dir}/critic")).loss
     loss.backward()
     torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-3, atol=0)  # bf16 rounding, summed differently
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}

@@ -40,11 +40,16 @@ def _memory(field: str) -> int:
     return int(line.split()[1]) * 1024
 
 
+def critic_config(path: str, *extra: str):
+    """The critic stage's settings for the critic folder `path` with the recipe's LoRA and frozen vision tower."""
+    return stages.load("critic", None, [f"model.name_or_path={path}", "run=memory://unused", "data=memory://unused",
+                                        "lora.enabled=true", "model.freeze_vision=true", *extra])
+
+
 def load_critic(path: str, runtime: dist.Runtime, *extra: str, compute: torch.dtype | None = None):
     """The critic stage's model loading (critic.run), for the recipe's LoRA and frozen vision tower; `compute`: the
     dtype it computes in, as on a GPU (by default this CPU's, float32)."""
-    cfg = stages.load("critic", None, [f"model.name_or_path={path}", "run=memory://unused", "data=memory://unused",
-                                       "lora.enabled=true", "model.freeze_vision=true", *extra])
+    cfg = critic_config(path, *extra)
     skeleton, weights = models.critic_skeleton(path)
     empty = parallel.EmptyModel(skeleton)
     torch.manual_seed(cfg.trainer.seed)
@@ -91,11 +96,12 @@ def parallel_start(param) -> int:
     return min(param.device_mesh.get_local_rank() * step, param.shape[0])
 
 
-def critic_video() -> dict:
-    """A batch of one tokenised 8-frame clip with its answer, as the critic stage trains on."""
+def critic_batch(path: str) -> dict:
+    """The model inputs of a batch of one tokenised 8-frame clip with its answer, made by the critic folder `path`'s
+    processor as the critic stage trains on."""
     frames = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     example = critic_data.CriticExample("v", "a red circle moves left on a black background", "motion", "Good.", "0")
-    return {"frames": frames, "example": example}
+    return critic_data.Collate(path, fps=4.0)([{"frames": frames, "example": example}])["inputs"]
 
 
 def t2v_inputs(pipe, family) -> tuple[torch.Tensor, torch.Tensor, list[torch.Generator]]:
@@ -111,7 +117,7 @@ def t2v_inputs(pipe, family) -> tuple[torch.Tensor, torch.Tensor, list[torch.Gen
 def zoo(out: str, path: str, runtime: dist.Runtime) -> None:
     results = {}
     model, _ = load_critic(f"{path}/critic", runtime)
-    inputs = critic_data.Collate(f"{path}/critic", fps=4.0)([critic_video()])["inputs"]
+    inputs = critic_batch(f"{path}/critic")
     results["critic"] = {"weights": parallel.full_state_dict(model), "loss": model.eval()(**inputs).loss.detach()}
     for name in FAMILIES:
         family = families.get(name)
@@ -135,7 +141,7 @@ def zoo_bf16(out: str, path: str, runtime: dist.Runtime) -> None:
         if not param.requires_grad and param.to_local().numel():
             rows = _file_rows(weights, name, param).to(torch.bfloat16)
             differs = max(differs, float((param.to_local().float() - rows.float()).abs().max()))
-    inputs = critic_data.Collate(f"{path}/critic", fps=4.0)([critic_video()])["inputs"]
+    inputs = critic_batch(f"{path}/critic")
     loss = model.eval()(**inputs).loss
     loss.backward()
     grads = {name: p.grad.full_tensor() for name, p in model.named_parameters() if p.requires_grad}
