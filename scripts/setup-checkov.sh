@@ -6,7 +6,7 @@
 # subprocess (tests/test_chart.py), found at $LIFT_CHECKOV or .venv-checkov/bin/checkov.
 #
 # Idempotent: does nothing when .venv-checkov/bin/checkov already exists (pass --force to reinstall).
-# Usage:  bash scripts/setup-checkov.sh [--force]        (takes a few minutes the first time)
+# Usage:  bash scripts/setup-checkov.sh [--force]        (under a minute with uv, a few with pip)
 # Env:    PYTHON   interpreter to create the venv with (default: python3)
 #         CHECKOV_VERSION   pip requirement spec for checkov (default: ">=3.2,<4")
 set -euo pipefail
@@ -27,8 +27,8 @@ fi
 tmp="$venv.partial"
 rm -rf "$tmp"
 "$python" -m venv "$tmp"
-"$tmp/bin/python" -m pip install --quiet --upgrade pip
-"$tmp/bin/python" -m pip install --quiet "$spec"
+source "$root/scripts/install.sh"
+install "$tmp" "$spec"
 rm -rf "$venv"
 mv "$tmp" "$venv"
 # A venv's scripts carry absolute shebangs to the folder they were created in: rewrite them after the move.
