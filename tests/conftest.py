@@ -3,11 +3,8 @@ root per protocol, so storage behaviour is tested identically on file://, memory
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import socket
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,7 +20,7 @@ S3_ENV = {
 
 # The files that take longest on 2 cores (one to ten minutes each), longest first: they start first, so that the
 # two workers end together instead of one running a long file alone at the end.
-LONGEST_FIRST = ("tests/test_critic_real.py", "tests/test_t2v_real.py", "tests/test_reliability_crash.py",
+LONGEST_FIRST = ("tests/test_t2v_real.py", "tests/test_reliability_crash.py", "tests/test_critic_real.py",
                  "tests/test_align.py", "tests/test_train.py", "tests/test_reliability_storage.py",
                  "tests/test_gpu_check.py", "tests/test_zoo.py", "tests/test_sharded_load.py")
 
@@ -35,33 +32,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names files that do not exist: {missing}")
     rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """Under xdist, a test marked `exclusive` runs with no test of the other worker beside it (the 7B critic's ranks
-    take ~19 GB of the machine's 24 and both cores): every other test holds the machine shared for its setup, run
-    and teardown; an exclusive one waits for the other worker's running test to end, then keeps it waiting."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")  # one id for all workers of a run
-    if run is None:
-        yield
-        return
-    with _machine(Path(tempfile.gettempdir()) / f"lift-tests-{run}", item.get_closest_marker("exclusive") is not None):
-        yield
-
-
-@contextlib.contextmanager
-def _machine(lock: Path, exclusive: bool):
-    """A readers-writer lock on files: `.turnstile`, held while waiting for `.machine`, lets an exclusive test in
-    ahead of the shared ones that arrive after it (flock alone would let the other worker's next test overtake it)."""
-    with open(f"{lock}.turnstile", "a") as turnstile, open(f"{lock}.machine", "a") as machine:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        fcntl.flock(machine, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        fcntl.flock(turnstile, fcntl.LOCK_UN)
-        try:
-            yield
-        finally:
-            fcntl.flock(machine, fcntl.LOCK_UN)
 
 
 def _free_port() -> int:

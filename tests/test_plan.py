@@ -47,7 +47,8 @@ LORA_7B = 28 * 128 * ((3584 + 3584) + 2 * (3584 + 512) + (3584 + 3584) + 3 * (35
 
 
 def test_critic_7b_lora_plan_shards_the_frozen_base_in_bf16_and_trains_only_adapters():
-    """The frozen base is held in the bf16 it computes in, the adapters in fp32 (`parallel.keep_frozen_in`)."""
+    """The frozen base is held in the bf16 it computes in and is published in, the adapters in fp32
+    (`parallel.shard_model`)."""
     cfg = stages.load("critic", CRITIC, [])
     p = plan.plan("critic", cfg, 8, H100)
     assert p.render() in SCALING.read_text(), "docs/SCALING.md quotes the plan as `lift plan` prints it"
@@ -57,8 +58,13 @@ def test_critic_7b_lora_plan_shards_the_frozen_base_in_bf16_and_trains_only_adap
     assert p.bytes["optimizer"] == 8 * p.local_trainable and p.bytes["gradients"] == 4 * p.local_trainable
     assert abs(p.local_parameters - p.parameters / 8) / p.local_parameters < 1e-2
     assert p.fits
+    # computing in fp32, FSDP still holds the frozen base in the published bf16 and casts it as it gathers it;
+    # without FSDP it is held in fp32
     fp32 = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.mixed_precision=fp32"]), 8, H100)
-    assert fp32.local_parameters == p.local_parameters and fp32.bytes["parameters"] == 4 * p.local_parameters
+    assert fp32.local_parameters == p.local_parameters and fp32.bytes["parameters"] == p.bytes["parameters"]
+    ddp32 = plan.plan("critic", stages.load("critic", CRITIC, ["trainer.mixed_precision=fp32", "trainer.fsdp=false"]),
+                      8, H100)
+    assert ddp32.bytes["parameters"] == 4 * (QWEN_7B + LORA_7B)
 
 
 def test_critic_7b_lora_fits_on_every_rank_whole_under_ddp():

@@ -2,7 +2,8 @@
 adapted and sharded, and each rank reads only its shard. A 1.6 GB critic at Qwen2-VL-2B's real width is loaded
 with each rank's peak memory measured; the loaded critic and the tiny zoo models compute and hold exactly what
 the plain one-process load (`from_pretrained`, then peft with the same seed) gives; loaded to compute in bf16 (a
-GPU's dtype), the tiny critic holds its frozen base in bf16 and trains as the bf16 model does."""
+GPU's dtype), the tiny critic holds its frozen base in bf16 and trains as the bf16 model does; saved in bf16 and
+loaded to compute in float32 (this CPU), it holds its frozen base in bf16 and trains as the float32 model does."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from lift.stages import critic
 from lift.train import parallel
 
 WORKER = Path(__file__).with_name("torchrun_load.py")
+STORED_BF16 = "critic-bf16"
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,10 @@ def loaded(zoo_dir, tmp_path_factory) -> Iterator[tuple[Path, Path, int]]:
     model.save_pretrained(real_dir)
     total = sum(p.numel() * p.element_size() for p in model.parameters())  # the tied lm_head counted once
     del model
+    shutil.copytree(f"{zoo_dir}/critic", root / STORED_BF16)  # the tiny critic saved in bfloat16
+    models.load_critic(f"{zoo_dir}/critic", dtype=torch.bfloat16)[0].save_pretrained(root / STORED_BF16)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER),
-           str(root), zoo_dir, str(real_dir)]
+           str(root), zoo_dir, str(real_dir), str(root / STORED_BF16)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-4000:]
     yield root, real_dir, total
@@ -135,3 +139,27 @@ def test_on_a_gpu_the_frozen_base_is_held_in_bf16_and_trains_as_the_bf16_model(l
     mine = torch.cat([got["grads"][n].flatten() for n in sorted(trained)])
     expected = torch.cat([grads[n].float().flatten() for n in sorted(trained)])
     assert expected.norm() > 0 and (mine - expected).norm() < 1e-2 * expected.norm()
+
+
+@pytest.mark.slow
+def test_a_bf16_checkpoint_keeps_its_frozen_base_in_bf16_and_trains_as_in_float32(loaded):
+    """Computing in float32 (this CPU) from a checkpoint stored in bfloat16 (as the published critics are), FSDP2
+    holds the frozen weights in bfloat16, half the bytes per shard, and casts them to float32 as it gathers them
+    (`parallel.shard_model`): one forward and backward over the 2 ranks gives the loss and adapter gradients of the
+    model loaded whole in float32 in one process, as nothing is rounded that the file did not round."""
+    root = loaded[0]
+    got = torch.load(root / "stored-bf16.pt")
+    trained = set(got["grads"])
+    assert any("lora_B" in n for n in trained) and all("lora_" in n for n in trained)
+    assert {n for n, dtype in got["dtypes"].items() if dtype == torch.float32} == trained
+    assert {n for n, dtype in got["dtypes"].items() if dtype == torch.bfloat16} == set(got["dtypes"]) - trained
+    assert got["differs"] == 0.0, "each frozen shard holds the file's rows"
+    model = _plain_lora_critic(str(root / STORED_BF16)).eval()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    loss = model(**critic_batch(str(root / STORED_BF16))).loss
+    loss.backward()
+    torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert set(grads) == trained and any(float(g.abs().max()) > 0 for g in grads.values())
+    for n in trained:
+        torch.testing.assert_close(got["grads"][n], grads[n], rtol=1e-4, atol=1e-6)

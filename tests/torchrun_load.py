@@ -9,9 +9,11 @@ rank reading its shard) under torchrun, and writes what the test checks into OUT
   text-to-video family's gathered transformer weights and per-sample losses on fixed latents;
 - bf16.pt (rank 0): the tiny critic loaded as the stage loads it on a GPU (bfloat16 compute): its parameters'
   dtypes, the largest difference between a frozen shard and the file's rows in bfloat16, and the loss and the
-  adapters' gathered gradients of one forward and backward.
+  adapters' gathered gradients of one forward and backward;
+- stored-bf16.pt (rank 0): the same of STORED_BF16 (the tiny critic saved in bfloat16) loaded on this CPU
+  (float32 compute).
 
-    torchrun --nproc-per-node 2 tests/torchrun_load.py OUT ZOO REAL
+    torchrun --nproc-per-node 2 tests/torchrun_load.py OUT ZOO REAL STORED_BF16
 """
 
 import json
@@ -55,7 +57,8 @@ def load_critic(path: str, runtime: dist.Runtime, *extra: str, compute: torch.dt
     torch.manual_seed(cfg.trainer.seed)
     model = empty.adapt(lambda m: critic.adapt(m, cfg))
     model = parallel.shard_model(model, critic.blocks(model), runtime, cfg.trainer,
-                                 lambda m: empty.materialise(m, runtime.device, weights), compute=compute)
+                                 lambda m: empty.materialise(m, runtime.device, weights), compute=compute,
+                                 stored=weights.dtype)
     return model, weights
 
 
@@ -134,27 +137,27 @@ def zoo(out: str, path: str, runtime: dist.Runtime) -> None:
         torch.save(results, f"{out}/zoo.pt")
 
 
-def zoo_bf16(out: str, path: str, runtime: dist.Runtime) -> None:
-    model, weights = load_critic(f"{path}/critic", runtime, compute=torch.bfloat16)
+def bf16(out: str, path: str, runtime: dist.Runtime, file: str, compute: torch.dtype | None = None) -> None:
+    model, weights = load_critic(path, runtime, compute=compute)
     differs = 0.0
     for name, param in model.named_parameters():
         if not param.requires_grad and param.to_local().numel():
             rows = _file_rows(weights, name, param).to(torch.bfloat16)
             differs = max(differs, float((param.to_local().float() - rows.float()).abs().max()))
-    inputs = critic_batch(f"{path}/critic")
-    loss = model.eval()(**inputs).loss
+    loss = model.eval()(**critic_batch(path)).loss
     loss.backward()
     grads = {name: p.grad.full_tensor() for name, p in model.named_parameters() if p.requires_grad}
     if runtime.is_main:
         torch.save({"dtypes": {name: p.dtype for name, p in model.named_parameters()}, "differs": differs,
-                    "loss": loss.detach(), "grads": grads}, f"{out}/bf16.pt")
+                    "loss": loss.detach(), "grads": grads}, f"{out}/{file}")
 
 
-def main(out: str, zoo_dir: str, real_dir: str) -> None:
+def main(out: str, zoo_dir: str, real_dir: str, stored_bf16: str) -> None:
     runtime = dist.init()
     real(out, real_dir, runtime)
     zoo(out, zoo_dir, runtime)
-    zoo_bf16(out, zoo_dir, runtime)
+    bf16(out, f"{zoo_dir}/critic", runtime, "bf16.pt", compute=torch.bfloat16)
+    bf16(out, stored_bf16, runtime, "stored-bf16.pt")
     dist.shutdown()
 
 

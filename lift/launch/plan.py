@@ -75,6 +75,7 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
     name = _real_name(cfg.model.name_or_path)
     if stage == "align":
         model = real.transformer(name)
+        stored = None  # every parameter trains
         from lift.models import families
 
         blocks = families.get(cfg.model.family).blocks(model)
@@ -85,19 +86,20 @@ def plan(stage: str, cfg: DictConfig, world: int, gpu_memory_gib: float) -> Plan
         model = critic.adapt(real.critic(name), cfg)
         blocks = critic.blocks(model)
         tokens, layers, hidden = _critic_shape(name, cfg)
+        stored = getattr(torch, real.config(name)["torch_dtype"])  # the published weights' dtype
     parameters = real.parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     largest_block = max(real.parameters(b) for b in blocks)
     compute = dist.compute_dtype("cuda", cfg.trainer.mixed_precision)  # the job's GPUs, not this process's CPU
     if cfg.trainer.fsdp:
-        shards = _shard(model, blocks, world, cfg.trainer, compute)
+        shards = _shard(model, blocks, world, cfg.trainer, compute, stored)
     else:  # DDP: every rank holds the whole model, its frozen parameters in the compute dtype as the stage does
         parallel.keep_frozen_in(model, compute)
         shards = list(model.parameters())
     local = sum(p.numel() for p in shards)
     local_trainable = sum(p.numel() for p in shards if p.requires_grad)
     # trainable weights in fp32 (AdamW's master copy, bf16 compute through FSDP2's MixedPrecisionPolicy or
-    # autocast), frozen ones in the compute dtype (`parallel.keep_frozen_in`)
+    # autocast), frozen ones in the compute dtype or, sharded, the published one where narrower (`shard_model`)
     fixed = {"parameters": sum(p.numel() * p.element_size() for p in shards), "gradients": 4 * local_trainable,
              "optimizer": 8 * local_trainable,  # AdamW: exp_avg and exp_avg_sq in fp32
              # FSDP's bf16 all-gather of a block and the prefetched next one
@@ -164,9 +166,10 @@ def _critic_shape(name: str, cfg: DictConfig, text_tokens: int = 512) -> tuple[i
 
 
 def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int, trainer: DictConfig,
-           compute: torch.dtype) -> list[torch.Tensor]:
+           compute: torch.dtype, stored: torch.dtype | None) -> list[torch.Tensor]:
     """Rank 0's shards of the parameters of `model` (on the meta device), sharded by the stages' own
-    `parallel.shard_model` over a fake process group of `world` ranks for a job computing in `compute`."""
+    `parallel.shard_model` over a fake process group of `world` ranks for a job computing in `compute` from
+    weights stored in `stored`."""
     import torch.distributed as torch_dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.testing._internal.distributed.fake_pg import FakeStore
@@ -179,7 +182,7 @@ def _shard(model: torch.nn.Module, blocks: list[torch.nn.Module], world: int, tr
     try:
         runtime = dist.Runtime(rank=0, world_size=world, local_rank=0, device=torch.device("cpu"))
         parallel.shard_model(model, blocks, runtime, trainer, mesh=init_device_mesh("cpu", (world,)),
-                             compute=compute)
+                             compute=compute, stored=stored)
         return [p.to_local() for p in model.parameters()]  # a trainable parameter's shard requires grad too
     finally:
         torch_dist.destroy_process_group()

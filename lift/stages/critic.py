@@ -119,7 +119,7 @@ def run(cfg: DictConfig) -> dict:
     logs.event(log, "critic model", base=cfg.model.name_or_path, trainable=trainable, examples=len(examples),
                answer_format=cfg.model.answer_format, lora=cfg.lora.enabled)
     model = parallel.shard_model(model, blocks(model), runtime, cfg.trainer,
-                                 lambda m: empty.materialise(m, runtime.device, weights))
+                                 lambda m: empty.materialise(m, runtime.device, weights), stored=weights.dtype)
 
     def loss_fn(m, batch, step):
         inputs = {k: v.to(runtime.device) if torch.is_tensor(v) else v for k, v in batch["inputs"].items()}
