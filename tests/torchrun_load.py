@@ -138,6 +138,8 @@ def zoo(out: str, path: str, runtime: dist.Runtime) -> None:
 
 
 def bf16(out: str, path: str, runtime: dist.Runtime, file: str, compute: torch.dtype | None = None) -> None:
+    """The critic folder `path` loaded computing in `compute`, its frozen base expected in bfloat16: what bf16.pt and
+    stored-bf16.pt hold, written to OUT/`file`."""
     model, weights = load_critic(path, runtime, compute=compute)
     differs = 0.0
     for name, param in model.named_parameters():
