@@ -1,6 +1,6 @@
-"""How long a fresh machine takes to install lift with its test extras: `scripts/setup.sh --test` (uv) against the
-same two steps with pip (torch and torchvision pinned, then the project), each into a new virtual environment with
-empty download caches, as CI's clean machine starts. CI pays this before its first test.
+"""How long a fresh machine takes to install lift with its test extras: `scripts/setup.sh --test` with uv against
+the same script with pip (`LIFT_NO_UV=1`), each into a new virtual environment with empty download caches, as CI's
+clean machine starts. CI pays this before its first test.
 
     .venv/bin/python benchmarks/install.py      # ~6 minutes; results/install.json
 """
@@ -16,15 +16,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Clock, ratio_line, save_result  # noqa: E402
 
-TORCH = ("torch==2.14.1", "torchvision==0.29.1")  # scripts/setup.sh's defaults
-
-
-def _pip(venv: Path, env: dict) -> None:
-    """The baseline: the project's install as pip does it (setup.sh's steps before it used uv)."""
-    subprocess.run(["python3", "-m", "venv", str(venv)], check=True, env=env)
-    for args in (TORCH, ("-e", ".[test]")):
-        subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", *args], check=True, env=env, cwd=ROOT)
-
 
 def _setup(venv: Path, env: dict) -> None:
     subprocess.run(["bash", "scripts/setup.sh", "--test"], check=True, env={**env, "LIFT_VENV": str(venv)}, cwd=ROOT)
@@ -32,11 +23,11 @@ def _setup(venv: Path, env: dict) -> None:
 
 def main() -> None:
     result = {"runs": {}}
-    for name, install in (("pip", _pip), ("setup.sh (uv)", _setup)):
+    for name, installer in (("pip", {"LIFT_NO_UV": "1"}), ("setup.sh (uv)", {"LIFT_NO_UV": ""})):
         with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "PIP_CACHE_DIR": f"{tmp}/pip-cache", "UV_CACHE_DIR": f"{tmp}/uv-cache"}
+            env = {**os.environ, "PIP_CACHE_DIR": f"{tmp}/pip-cache", "UV_CACHE_DIR": f"{tmp}/uv-cache", **installer}
             with Clock() as clock:
-                install(Path(tmp) / "venv", env)
+                _setup(Path(tmp) / "venv", env)
             result["runs"][name] = {"wall_s": round(clock.wall, 1), "cpu_s": round(clock.cpu, 1)}
             print(f"{name}: {clock.wall:.1f} s wall, {clock.cpu:.1f} CPU-s", flush=True)
     save_result("install", result)
