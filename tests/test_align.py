@@ -104,6 +104,39 @@ def test_export_copies_the_base_and_stores_the_transformer_as_the_base_does(fami
     assert all(torch.equal(v, trained.state_dict()[k].to(torch.bfloat16)) for k, v in weights.items())
 
 
+def test_an_export_to_the_store_of_its_base_copies_the_frozen_components_there(zoo_dir, s3_url, tmp_path,
+                                                                                 monkeypatch):
+    """Base and export on one object store: only model_index.json and the trained transformer are uploaded; the
+    VAE, text encoder, tokenizer and scheduler are copied server-side, byte for byte, and the export loads."""
+    import diffusers
+    import s3fs
+
+    from lift.core import dist
+
+    monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
+    base = f"{s3_url}/base"
+    storage.save_folder(f"{zoo_dir}/cogvideox", base)
+    trained = models.load_t2v("cogvideox", base).transformer
+    uploaded, put_file = [], s3fs.S3FileSystem._put_file
+
+    async def recording_put(self, lpath, rpath, *args, **kwargs):
+        uploaded.append(rpath.split("/align/model/", 1)[1])
+        return await put_file(self, lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", recording_put)
+    cfg = stages.load("align", None, [f"out={s3_url}/align", f"rollouts={tmp_path}/r", f"scores={tmp_path}/s",
+                                      "model.family=cogvideox", f"model.name_or_path={base}"])
+    out = align.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")))
+    assert sorted(uploaded) == ["model_index.json", "transformer/config.json",
+                                "transformer/diffusion_pytorch_model.safetensors"]
+    fs, root = storage.filesystem(base)
+    frozen = [p[len(root) + 1:] for p in fs.find(root) if "/transformer/" not in p]
+    assert {p.split("/")[0] for p in frozen} == {"model_index.json", "scheduler", "text_encoder", "tokenizer", "vae"}
+    assert all(storage.read_bytes(f"{out}/{rel}") == storage.read_bytes(f"{base}/{rel}") for rel in frozen)
+    exported = diffusers.CogVideoXPipeline.from_pretrained(models.local_dir(out))
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in exported.transformer.state_dict().items())
+
+
 def test_prompt_file_errors(tmp_path):
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"id": "a", "prompt": "x"}\n{"id": "a"}\n')

@@ -129,6 +129,17 @@ def test_frames_keep_their_order_in_time(zoo_dir):
     assert all(len(set(row.tolist())) == 1 for row in temporal) and len(set(temporal[:, 0].tolist())) == 4
 
 
+def test_a_long_video_is_bounded_as_qwens_reference_preprocessing_bounds_it(zoo_dir):
+    """Beside the per-frame cap, each frame gets at most an even share of a 128k-token video (qwen-vl-utils): the toy
+    processor's 64x64 frames (patch 4, merge 2) fit it up to 3,600 frames; 3,602 are resized to 56x56."""
+    processor = critic.Collate(f"{zoo_dir}/critic", fps=4.0).processor
+    text = processor.apply_chat_template(critic.messages("a prompt", "motion"), tokenize=False,
+                                         add_generation_prompt=True)
+    frames = torch.zeros(3602, 3, 64, 64, dtype=torch.uint8)
+    assert critic.encode(processor, [text], [frames[:8]], fps=4.0)["video_grid_thw"].tolist() == [[4, 16, 16]]
+    assert critic.encode(processor, [text], [frames], fps=4.0)["video_grid_thw"].tolist() == [[1801, 14, 14]]
+
+
 def _copy_data(toy_data: str, run_url: str) -> None:
     fs, _ = storage.filesystem(run_url)
     fs.put(toy_data.rstrip("/") + "/", storage.filesystem(f"{run_url}/data")[1], recursive=True)

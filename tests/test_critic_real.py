@@ -275,17 +275,15 @@ def _eval_and_score(critic_url: str, data: str, out: str, chosen: list[dict]) ->
         gc.collect()
 
 
-# critic -> (its fixture, train videos (3 examples each), steps, model folders on s3://): at batch 1 x 2 ranks x
-# grad_accum 2 an epoch of 9 examples is 2 steps with one sitting out, so step 3 starts the second epoch; of 6
-# examples, 1 step with two out. The 7B's model folders stay local: the loopback S3 server holds a whole object in
-# memory while it takes it in or serves it, and 2.7 GB of those beside two training ranks exceed 24 GiB.
-RECIPE_RUNS = {"qwen2-vl-2b": ("critic_2b", 3, 3, True), "qwen2.5-vl-7b": ("critic_7b", 2, 2, False)}
+# critic -> (its fixture, train videos (3 examples each), steps): at batch 1 x 2 ranks x grad_accum 2 an epoch of 9
+# examples is 2 steps with one sitting out, so step 3 starts the second epoch; of 6 examples, 1 step with two out.
+RECIPE_RUNS = {"qwen2-vl-2b": ("critic_2b", 3, 3), "qwen2.5-vl-7b": ("critic_7b", 2, 2)}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [
     "qwen2-vl-2b",
-    pytest.param("qwen2.5-vl-7b", marks=pytest.mark.heavy),  # ~5 minutes and ~19 GB on 2 cores: not in CI
+    pytest.param("qwen2.5-vl-7b", marks=pytest.mark.heavy),  # ~6.5 minutes and ~18.5 GB on 2 cores: not in CI
 ])
 def test_critic_stages_at_real_width(name, toy_data, s3_url, torchrun_lift, tmp_path, monkeypatch, request):
     """The cluster recipe (configs/cluster/critic-qwen2.5-vl-7b.yaml: LoRA r128, frozen vision, grad_accum 2, FSDP,
@@ -293,21 +291,18 @@ def test_critic_stages_at_real_width(name, toy_data, s3_url, torchrun_lift, tmp_
     export, on a real-width critic with one block per tower: Qwen2-VL-2B (tied embeddings and head, in the root's
     FSDP unit) in CI, and the recipe's own Qwen2.5-VL-7B (untied 152k-token embeddings and head, 1.09B of its
     1.37B parameters here, each an FSDP unit of its own) under `pytest -m heavy`. The export keeps the published
-    bfloat16. Everything goes through s3://, as on a cluster: for the 2B, the base model (0.7 GB) too, fetched from
-    the bucket into the node's cache, and the export, written to it and fetched by the later stages."""
+    bfloat16. Everything goes through s3://, as on a cluster: the base model (0.7 GB for the 2B, 2.7 GB for the 7B)
+    too, fetched from the bucket into the node's cache, and the export, written to it and fetched by the later
+    stages."""
     from safetensors import safe_open
 
     from lift import models
 
-    fixture, train, steps, remote = RECIPE_RUNS[name]
+    fixture, train, steps = RECIPE_RUNS[name]
     folder = request.getfixturevalue(fixture)
-    data = f"{s3_url}/data"
+    data, run, base = f"{s3_url}/data", f"{s3_url}/run", f"{s3_url}/base"
     chosen = _hra_subset(toy_data, data, train=train, test=2)
-    if remote:
-        run, base = f"{s3_url}/run", f"{s3_url}/base"
-        storage.save_folder(folder, base)
-    else:
-        run, base = str(tmp_path / "run"), folder
+    storage.save_folder(folder, base)
     monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
     # Each micro-batch's FSDP all-gathers allocate GBs afresh (the 7B: its 2.2 GB embeddings and head); on huge pages
     # that costs a fraction of 4 KB pages' faults on this VM (benchmarks/cpu_allgather.py: the 7B's steps take 60 s,

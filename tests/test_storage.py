@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 
 import pytest
 
@@ -65,6 +67,66 @@ def test_writing_folder_replaces_the_url_only_when_its_block_succeeds(root_url):
             raise RuntimeError("save failed")
     assert storage.read_json(f"{url}/config.json") == {"a": 1}, "a failed write keeps what the URL held"
     assert storage.listdir(storage.join(root_url, "runs")) == ["model"], "no partial folder is left beside it"
+
+
+FOLDER = {"model_index.json": b'{"vae": ["diffusers", "AutoencoderKL"]}', "vae/config.json": b'{"a": 1}',
+          "vae/diffusion_pytorch_model.safetensors": bytes(range(256)) * 1000, "vae/deeper/notes.txt": b"x"}
+
+
+def _write_folder(url: str, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        storage.write_bytes(storage.join(url, rel), data)
+
+
+def _read_folder(url: str) -> dict[str, bytes]:
+    fs, root = storage.filesystem(url)
+    fs.invalidate_cache(root)
+    return {path[len(root.rstrip("/")):].lstrip("/"): fs.cat_file(path) for path in fs.find(root)}
+
+
+def test_copy_folder_within_a_store_and_between_any_two(root_url, tmp_path):
+    """Within the store itself, and to local disk and to another store (downloaded or uploaded file by file)."""
+    source = storage.join(root_url, "base")
+    _write_folder(source, FOLDER)
+    for url in (storage.join(root_url, "copy"), f"file://{tmp_path}/copy", f"memory://other/{uuid.uuid4().hex}"):
+        storage.write_bytes(storage.join(url, "vae/config.json"), b"stale")
+        storage.copy_folder(source, url)
+        assert _read_folder(url) == FOLDER, url
+    local = f"file://{tmp_path}/copy"
+    storage.copy_folder(local, storage.join(root_url, "from-disk"))
+    assert _read_folder(storage.join(root_url, "from-disk")) == FOLDER
+    with pytest.raises(FileNotFoundError, match="absent: no files to copy"):
+        storage.copy_folder(storage.join(root_url, "absent"), storage.join(root_url, "x"))
+
+
+def test_copy_folder_within_one_object_store_is_server_side(s3_url, monkeypatch):
+    """No byte of the folder passes through this process: every transfer from or to the client fails."""
+    import s3fs
+
+    _write_folder(f"{s3_url}/base", FOLDER)
+    assert storage.same_store(f"{s3_url}/base", f"{s3_url}/copy")
+    assert not storage.same_store(f"{s3_url}/base", "memory://lift-test/x")
+    with monkeypatch.context() as m:
+        for method in ("_put_file", "_get_file", "_cat_file", "_pipe_file", "_open"):
+            m.setattr(s3fs.S3FileSystem, method, lambda *a, **k: pytest.fail("bytes passed through the client"))
+        storage.copy_folder(f"{s3_url}/base", f"{s3_url}/copy")
+    assert _read_folder(f"{s3_url}/copy") == FOLDER
+
+
+def test_writing_folder_joins_copied_folders_and_refuses_a_clash(root_url, tmp_path):
+    source = f"file://{tmp_path}/base"
+    _write_folder(source, FOLDER)
+    url = storage.join(root_url, "runs/model")
+    with storage.writing_folder(url, {"vae": f"{source}/vae", "text_encoder": f"{source}/vae/deeper"}) as local:
+        with open(f"{local}/config.json", "w") as f:
+            f.write('{"a": 1}')
+    assert storage.listdir(url) == ["config.json", "text_encoder", "vae"]
+    assert _read_folder(f"{url}/vae") == {k.removeprefix("vae/"): v for k, v in FOLDER.items() if k.startswith("vae/")}
+    assert _read_folder(f"{url}/text_encoder") == {"notes.txt": b"x"}
+    with pytest.raises(ValueError, match="vae both written and copied"):
+        with storage.writing_folder(url, {"vae": f"{source}/vae"}) as local:
+            os.makedirs(f"{local}/vae")
+    assert storage.listdir(url) == ["config.json", "text_encoder", "vae"], "a refused write keeps what the URL held"
 
 
 def test_marker_contract(root_url):

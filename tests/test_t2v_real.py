@@ -8,9 +8,11 @@ mid-run (it is killed after step 2 and resumed from step 1's checkpoint); CogVid
 
 Prompts, rollouts, scores and evaluation results go through s3:// on the loopback endpoint; the multi-GB model
 folders (the base, the align output with its export and checkpoints) stay on local disk, because the moto server
-takes objects in at about 70 MB/s (half a minute per folder per copy, several copies per chain); a model folder
-read from s3:// goes through the same download-to-cache as the toy models in tests/test_pipeline.py (every model of
-the run on s3://) and the real-width critic in tests/test_critic_real.py.
+takes objects in at about 50 MB/s, CPU-bound in its request handling (the base folder, 1.1-2.1 GB in float32, is
+half a minute per upload; each run's checkpoints as much again). A model folder read from s3:// goes through the
+same download-to-cache as the toy models in tests/test_pipeline.py (every model of the run on s3://) and the
+real-width critic in tests/test_critic_real.py, and an export to the base's store copies the frozen components
+server-side as tests/test_align.py checks.
 """
 
 from __future__ import annotations

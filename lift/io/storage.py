@@ -455,27 +455,81 @@ def shard_slice(items: list, shard: int, num_shards: int) -> list:
 
 
 @contextlib.contextmanager
-def writing_folder(url: str) -> Iterator[str]:
+def writing_folder(url: str, copies: dict[str, str] | None = None) -> Iterator[str]:
     """A local folder to `save_pretrained` into that becomes `url` when the block ends without an error, replacing
     whatever the URL held (as `save_folder`). For a local URL it is a hidden folder beside the target, renamed into
     place, so multi-GB weights are written once rather than written and then copied; for object storage it is a
-    temporary folder uploaded with `save_folder`. Not sealed: the caller writes `_SUCCESS` after the block."""
+    temporary folder uploaded with `save_folder`. `copies` (subfolder -> folder URL) are folders that join it
+    unchanged, by `copy_folder`: server-side where they are on the URL's store, so a pipeline's frozen components
+    never pass through this machine or its disk. Not sealed: the caller writes `_SUCCESS` after the block."""
+    copies = copies or {}
     fs, root = filesystem(url)
+    root = root.rstrip("/")
     if not isinstance(fs, LocalFileSystem):
         with tempfile.TemporaryDirectory(prefix="lift-folder-") as tmp:
             yield tmp
+            _no_overlap(tmp, copies)
             save_folder(tmp, url)
+            for name, source in copies.items():
+                copy_folder(source, join(url, name))
         return
-    root = root.rstrip("/")
     os.makedirs(os.path.dirname(root), exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.partial-", dir=os.path.dirname(root))
     try:
         yield tmp
+        _no_overlap(tmp, copies)
+        for name, source in copies.items():
+            copy_folder(source, os.path.join(tmp, name))
         if os.path.lexists(root):
             shutil.rmtree(root)
         os.rename(tmp, root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _no_overlap(written: str, copies: dict[str, str]) -> None:
+    if clash := sorted(name for name in copies if os.path.lexists(os.path.join(written, name))):
+        raise ValueError(f"writing_folder: {', '.join(clash)} both written and copied from elsewhere")
+
+
+def same_store(a: str, b: str) -> bool:
+    """Whether two URLs are on one store that copies between them itself: fsspec gives URLs of one protocol with
+    the same options (endpoint, credentials) one filesystem instance."""
+    return filesystem(a)[0] is filesystem(b)[0]
+
+
+def copy_folder(source: str, url: str) -> None:
+    """Copy every file under the folder `source` to the same relative path under `url` (any two URLs). Within one
+    object store (`same_store`) each object is copied server-side (S3 CopyObject, multipart above 5 GB), so no
+    byte passes through this process; between stores or to and from local disk each file is uploaded or downloaded
+    whole. Files `url` already holds at those paths are replaced."""
+    (source_fs, source_root), (fs, root) = filesystem(source), filesystem(url)
+    source_root, root = source_root.rstrip("/"), root.rstrip("/")
+    with _naming(source):
+        source_fs.invalidate_cache(source_root)
+        found = source_fs.find(source_root) if source_fs.isdir(source_root) else []
+    files = sorted(path[len(source_root):].lstrip("/") for path in found)
+    if not files:
+        raise FileNotFoundError(f"{source}: no files to copy")
+    sources, targets = [f"{source_root}/{f}" for f in files], [f"{root}/{f}" for f in files]
+    if isinstance(fs, LocalFileSystem):
+        for rel in {os.path.dirname(f) for f in files}:
+            os.makedirs(os.path.join(root, rel), exist_ok=True)
+    with _naming(url):
+        if source_fs is fs:
+            fs.copy(sources, targets)
+        elif isinstance(source_fs, LocalFileSystem):
+            fs.put(sources, targets)
+        elif isinstance(fs, LocalFileSystem):
+            source_fs.get(sources, targets)
+        else:
+            with tempfile.TemporaryDirectory(prefix="lift-copy-") as tmp:
+                local = [os.path.join(tmp, f) for f in files]
+                for rel in {os.path.dirname(f) for f in files}:
+                    os.makedirs(os.path.join(tmp, rel), exist_ok=True)
+                source_fs.get(sources, local)
+                fs.put(local, targets)
+        fs.invalidate_cache(root)
 
 
 def save_folder(local: str, url: str) -> None:

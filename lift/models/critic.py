@@ -136,10 +136,13 @@ def encode(processor, texts: list[str], videos: list[torch.Tensor], fps: float) 
 
     Qwen2.5-VL places video tokens in time by the sampled frames' rate, which it reads from `video_metadata`
     only (a plain `fps=` argument is ignored and 24 fps assumed, which puts most frames of a short clip at the
-    same temporal position).
+    same temporal position). Frames are sized as Qwen's reference preprocessing (qwen-vl-utils) sizes them, the
+    default transformers announces: each at most an even share of a 128k-token video as well as the per-frame cap
+    (which alone binds at LiFT's 8 frames), so a long video cannot grow without bound.
     """
     metadata = [{"fps": fps, "total_num_frames": len(v)} for v in videos]
-    return processor(text=texts, videos=videos, video_metadata=metadata, padding=True, return_tensors="pt")
+    return processor(text=texts, videos=videos, video_metadata=metadata, padding=True, return_tensors="pt",
+                     cap_pixels_per_frame=True)
 
 
 def answer_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:

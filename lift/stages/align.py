@@ -207,33 +207,43 @@ def weighted_loss(per_sample: torch.Tensor, batch: dict) -> tuple[torch.Tensor, 
 
 @dataclass
 class TrainedPipeline:
-    """The aligned pipeline as `parallel.export` saves it: the base pipeline's model_index.json and every component
-    but the transformer copied file by file, unchanged and never loaded, and the trained transformer."""
+    """The aligned pipeline as `parallel.export` saves it: the base pipeline's model_index.json and the trained
+    transformer, with every other component of the base joining it unchanged and never loaded (`copies`)."""
 
-    base: str
+    base: str  # the base pipeline's local folder (a hub snapshot, or lift's cache of a remote folder)
     transformer: torch.nn.Module
+    copies: dict[str, str]  # component -> the folder it is copied from
 
     def save_pretrained(self, folder: str) -> None:
-        with open(os.path.join(self.base, "model_index.json")) as f:
-            index = json.load(f)
         shutil.copy2(os.path.join(self.base, "model_index.json"), folder)
-        for name, entry in index.items():
-            if name != "transformer" and isinstance(entry, list) and entry[0] is not None:
-                shutil.copytree(os.path.join(self.base, name), os.path.join(folder, name))
         self.transformer.save_pretrained(os.path.join(folder, "transformer"))
+
+
+def frozen_components(base_url: str, base: str, out: str) -> dict[str, str]:
+    """Where the export copies each component of the base pipeline but the transformer from: the base's own
+    folders where they share the export's object store (copied server-side: the text encoder alone, 4.8B parameters
+    for CogVideoX and 5.7B for Wan, would otherwise be uploaded again by every run), else the local copy training
+    read (`base`, the folder of `base_url`)."""
+    with open(os.path.join(base, "model_index.json")) as f:
+        index = json.load(f)
+    names = [n for n, entry in index.items() if n != "transformer" and isinstance(entry, list) and entry[0] is not None]
+    remote = storage.protocol_of(base_url) != "file" and storage.same_store(base_url, out)
+    return {name: storage.join(base_url if remote else base, name) for name in names}
 
 
 def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
     """The full pipeline in diffusers layout at OUT/model: the base pipeline with the trained transformer, stored in
     the dtype the base transformer is stored in. Rank 0 holds one copy of the transformer's weights (the gathered
     ones, cast one by one, become the parameters of a transformer built empty) and loads nothing else."""
+    url = storage.join(cfg.out, "model")
 
     def build(weights):
         skeleton, stored = models.t2v_skeleton(cfg.model.family, cfg.model.name_or_path)
         trained = parallel.assign(skeleton, weights, stored.dtype)
-        return [TrainedPipeline(models.local_dir(cfg.model.name_or_path), trained)], {}
+        base = models.local_dir(cfg.model.name_or_path)
+        return [TrainedPipeline(base, trained, frozen_components(cfg.model.name_or_path, base, url))], {}
 
-    return parallel.export(transformer, storage.join(cfg.out, "model"), "align-model", build, runtime,
+    return parallel.export(transformer, url, "align-model", build, runtime,
                            base=cfg.model.name_or_path, family=cfg.model.family)
 
 

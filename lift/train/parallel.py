@@ -240,12 +240,14 @@ def export(model: torch.nn.Module, url: str, stage: str, build: Callable[[dict[s
     The ranks gather the full weights (`trainable_only`: only those that train) to rank 0, where `build(weights)`
     returns the objects to save (each with `save_pretrained`, e.g. the base model holding the weights and its
     processor) and the marker's counts. They are written into one folder (`storage.writing_folder`: in place on
-    local disk, uploaded to object storage) and sealed with a marker of `stage` carrying `fields`.
+    local disk, uploaded to object storage), with the folders an object names in its `copies` (subfolder -> URL)
+    copied in unchanged, and sealed with a marker of `stage` carrying `fields`.
     """
     weights = full_state_dict(model, trainable_only)
     if runtime.is_main:
         parts, counts = build(weights)
-        with storage.writing_folder(url) as tmp:
+        copies = {name: source for part in parts for name, source in getattr(part, "copies", {}).items()}
+        with storage.writing_folder(url, copies) as tmp:
             for part in parts:
                 part.save_pretrained(tmp)
         storage.write_marker(url, stage, "", counts, **fields)
