@@ -89,7 +89,7 @@ def test_export_copies_the_base_and_stores_the_transformer_as_the_base_does(fami
             p.add_(torch.randn_like(p) * 0.01)
     cfg = stages.load("align", None, [f"out={tmp_path}/align", f"rollouts={tmp_path}/r", f"scores={tmp_path}/s",
                                       f"model.family={family}", f"model.name_or_path={base}"])
-    out = align.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")))
+    out = align.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")), base)
     assert storage.read_marker(out)["stage"] == "align-model"
     copied = sorted(os.path.relpath(os.path.join(d, f), base) for d, _, files in os.walk(base) for f in files
                     if not os.path.relpath(d, base).startswith("transformer"))
@@ -107,34 +107,48 @@ def test_export_copies_the_base_and_stores_the_transformer_as_the_base_does(fami
 def test_an_export_to_the_store_of_its_base_copies_the_frozen_components_there(zoo_dir, s3_url, tmp_path,
                                                                                  monkeypatch):
     """Base and export on one object store: only model_index.json and the trained transformer are uploaded; the
-    VAE, text encoder, tokenizer and scheduler are copied server-side, byte for byte, and the export loads."""
+    VAE, text encoder, tokenizer and scheduler are copied server-side, byte for byte, and the export loads. A base
+    rewritten since training read it is not copied: the export keeps the components training used."""
     import diffusers
     import s3fs
 
     from lift.core import dist
 
     monkeypatch.setenv("LIFT_CACHE", str(tmp_path / "cache"))
-    base = f"{s3_url}/base"
-    storage.save_folder(f"{zoo_dir}/cogvideox", base)
+    base_url = f"{s3_url}/base"
+    storage.save_folder(f"{zoo_dir}/cogvideox", base_url)
+    base = models.local_dir(base_url)
     trained = models.load_t2v("cogvideox", base).transformer
     uploaded, put_file = [], s3fs.S3FileSystem._put_file
 
     async def recording_put(self, lpath, rpath, *args, **kwargs):
-        uploaded.append(rpath.split("/align/model/", 1)[1])
+        uploaded.append(rpath.split("/model/", 1)[1])
         return await put_file(self, lpath, rpath, *args, **kwargs)
 
+    def export(out: str) -> str:
+        uploaded.clear()
+        cfg = stages.load("align", None, [f"out={out}", f"rollouts={tmp_path}/r", f"scores={tmp_path}/s",
+                                          "model.family=cogvideox", f"model.name_or_path={base_url}"])
+        return align.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")), base)
+
     monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", recording_put)
-    cfg = stages.load("align", None, [f"out={s3_url}/align", f"rollouts={tmp_path}/r", f"scores={tmp_path}/s",
-                                      "model.family=cogvideox", f"model.name_or_path={base}"])
-    out = align.export(trained, cfg, dist.Runtime(0, 1, 0, torch.device("cpu")))
+    out = export(f"{s3_url}/align")
     assert sorted(uploaded) == ["model_index.json", "transformer/config.json",
                                 "transformer/diffusion_pytorch_model.safetensors"]
-    fs, root = storage.filesystem(base)
+    fs, root = storage.filesystem(base_url)
     frozen = [p[len(root) + 1:] for p in fs.find(root) if "/transformer/" not in p]
     assert {p.split("/")[0] for p in frozen} == {"model_index.json", "scheduler", "text_encoder", "tokenizer", "vae"}
-    assert all(storage.read_bytes(f"{out}/{rel}") == storage.read_bytes(f"{base}/{rel}") for rel in frozen)
+    assert all(storage.read_bytes(f"{out}/{rel}") == storage.read_bytes(f"{base_url}/{rel}") for rel in frozen)
     exported = diffusers.CogVideoXPipeline.from_pretrained(models.local_dir(out))
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in exported.transformer.state_dict().items())
+
+    scheduler = "scheduler/scheduler_config.json"
+    trained_with = storage.read_bytes(f"{base_url}/{scheduler}")
+    storage.write_bytes(f"{base_url}/{scheduler}", trained_with.replace(b"{", b'{"rewritten": 1, ', 1))
+    out = export(f"{s3_url}/align-2")
+    assert set(uploaded) == {rel for rel in frozen if rel != "model_index.json"} | {
+        "model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors"}
+    assert storage.read_bytes(f"{out}/{scheduler}") == trained_with
 
 
 def test_prompt_file_errors(tmp_path):

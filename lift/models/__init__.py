@@ -74,11 +74,9 @@ def _version(info: dict) -> str:
     return next((str(info[k]) for k in _VERSION_KEYS if info.get(k) is not None), "")
 
 
-def _fetch(url: str) -> str:
-    """Download a remote folder into the cache, once per node: the first of a node's ranks to ask downloads it under
-    a file lock while the others wait for it and find it complete (8 ranks each downloading the 7B critic would
-    move 133 GB). Into a temporary folder first, renamed into place when complete, so a crash mid-download never
-    leaves a partial model behind."""
+def cached_path(url: str) -> tuple[str, list[str]]:
+    """(the cache folder of the remote folder `url` as it is now, the files under it): a version of the folder (a
+    file added, resized or rewritten) has a folder of its own. Lists the folder; downloads nothing."""
     fs, root = storage.filesystem(url)
     root = root.rstrip("/")
     fs.invalidate_cache(root)
@@ -89,14 +87,24 @@ def _fetch(url: str) -> str:
     listing = sorted((rel, info.get("size"), _version(info)) for rel, info in files.items())
     key = hashlib.sha256(json.dumps([url, listing]).encode()).hexdigest()[:16]
     slug = re.sub(r"[^\w.-]+", "_", url.split("://", 1)[-1]).strip("_")[-80:]
-    final = os.path.join(cache_root(), f"{slug}-{key}")
+    return os.path.join(cache_root(), f"{slug}-{key}"), sorted(files)
+
+
+def _fetch(url: str) -> str:
+    """Download a remote folder into the cache, once per node: the first of a node's ranks to ask downloads it under
+    a file lock while the others wait for it and find it complete (8 ranks each downloading the 7B critic would
+    move 133 GB). Into a temporary folder first, renamed into place when complete, so a crash mid-download never
+    leaves a partial model behind."""
+    final, files = cached_path(url)
     if os.path.isdir(final):
         return final
+    fs, root = storage.filesystem(url)
+    root, name = root.rstrip("/"), os.path.basename(final)
     os.makedirs(os.path.join(cache_root(), ".locks"), exist_ok=True)
-    with filelock.FileLock(os.path.join(cache_root(), ".locks", f"{slug}-{key}.lock")):
+    with filelock.FileLock(os.path.join(cache_root(), ".locks", f"{name}.lock")):
         if os.path.isdir(final):  # downloaded by another rank while this one waited
             return final
-        tmp = tempfile.mkdtemp(prefix=f".{slug}-", dir=cache_root())
+        tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_root())
         try:
             targets = [os.path.join(tmp, rel) for rel in files]
             for target in targets:

@@ -222,25 +222,27 @@ class TrainedPipeline:
 def frozen_components(base_url: str, base: str, out: str) -> dict[str, str]:
     """Where the export copies each component of the base pipeline but the transformer from: the base's own
     folders where they share the export's object store (copied server-side: the text encoder alone, 4.8B parameters
-    for CogVideoX and 5.7B for Wan, would otherwise be uploaded again by every run), else the local copy training
-    read (`base`, the folder of `base_url`)."""
+    for CogVideoX and 5.7B for Wan, would otherwise be uploaded again by every run), else `base`, the local copy of
+    `base_url` that training read; that copy too if the folder at `base_url` is no longer the version it holds
+    (rewritten during the run: the export keeps the components the transformer was trained with)."""
     with open(os.path.join(base, "model_index.json")) as f:
         index = json.load(f)
     names = [n for n, entry in index.items() if n != "transformer" and isinstance(entry, list) and entry[0] is not None]
-    remote = storage.protocol_of(base_url) != "file" and storage.same_store(base_url, out)
+    remote = (storage.protocol_of(base_url) != "file" and storage.same_store(base_url, out)
+              and models.cached_path(base_url)[0] == base)
     return {name: storage.join(base_url if remote else base, name) for name in names}
 
 
-def export(transformer, cfg: DictConfig, runtime: dist.Runtime) -> str:
-    """The full pipeline in diffusers layout at OUT/model: the base pipeline with the trained transformer, stored in
-    the dtype the base transformer is stored in. Rank 0 holds one copy of the transformer's weights (the gathered
-    ones, cast one by one, become the parameters of a transformer built empty) and loads nothing else."""
+def export(transformer, cfg: DictConfig, runtime: dist.Runtime, base: str) -> str:
+    """The full pipeline in diffusers layout at OUT/model: the base pipeline (`base`: the local folder training read
+    the base from) with the trained transformer, stored in the dtype the base transformer is stored in. Rank 0 holds
+    one copy of the transformer's weights (the gathered ones, cast one by one, become the parameters of a
+    transformer built empty) and loads nothing else."""
     url = storage.join(cfg.out, "model")
 
     def build(weights):
-        skeleton, stored = models.t2v_skeleton(cfg.model.family, cfg.model.name_or_path)
+        skeleton, stored = models.t2v_skeleton(cfg.model.family, base)
         trained = parallel.assign(skeleton, weights, stored.dtype)
-        base = models.local_dir(cfg.model.name_or_path)
         return [TrainedPipeline(base, trained, frozen_components(cfg.model.name_or_path, base, url))], {}
 
     return parallel.export(transformer, url, "align-model", build, runtime,
@@ -279,9 +281,10 @@ def run(cfg: DictConfig) -> dict:
     # The transformer trains from float32 weights (FSDP2's policy or autocast computes in bf16): it is built empty,
     # sharded, and each rank reads only its shard (parallel.EmptyModel). The encoders, which only fill the latent
     # cache, load straight into the family's compute dtypes on the device.
-    skeleton, weights = models.t2v_skeleton(cfg.model.family, cfg.model.name_or_path)
+    base = models.local_dir(cfg.model.name_or_path)  # one version of the base for the whole run
+    skeleton, weights = models.t2v_skeleton(cfg.model.family, base)
     built = parallel.EmptyModel(skeleton)
-    pipe = models.load_t2v(cfg.model.family, cfg.model.name_or_path,
+    pipe = models.load_t2v(cfg.model.family, base,
                            dtype=dist.compute_dtype(runtime.device, cfg.trainer.mixed_precision),
                            device=runtime.device, trust_remote_code=cfg.model.trust_remote_code, transformer=skeleton)
     cache = LatentCache(cfg.out, cfg)
@@ -305,5 +308,5 @@ def run(cfg: DictConfig) -> dict:
                    "caption_dropout": cfg.caption_dropout}
     counts = loop.fit(model=transformer, dataset=Cached(examples, latent_urls, cache), collate=collate,
                        loss_fn=loss_fn, cfg=cfg.trainer, out_url=cfg.out, fingerprint=fingerprint, runtime=runtime)
-    export(transformer, cfg, runtime)
+    export(transformer, cfg, runtime, base)
     return {**counts, **stats, **cache.counts}
