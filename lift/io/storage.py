@@ -492,6 +492,12 @@ def _no_overlap(written: str, copies: dict[str, str]) -> None:
         raise ValueError(f"writing_folder: {', '.join(clash)} both written and copied from elsewhere")
 
 
+def _make_parents(root: str, files: list[str]) -> None:
+    """The local folders that the relative paths `files` under `root` need."""
+    for rel in {os.path.dirname(f) for f in files}:
+        os.makedirs(os.path.join(root, rel), exist_ok=True)
+
+
 def same_store(a: str, b: str) -> bool:
     """Whether two URLs are on one store that copies between them itself: fsspec gives URLs of one protocol with
     the same options (endpoint, credentials) one filesystem instance."""
@@ -513,8 +519,7 @@ def copy_folder(source: str, url: str) -> None:
         raise FileNotFoundError(f"{source}: no files to copy")
     sources, targets = [f"{source_root}/{f}" for f in files], [f"{root}/{f}" for f in files]
     if isinstance(fs, LocalFileSystem):
-        for rel in {os.path.dirname(f) for f in files}:
-            os.makedirs(os.path.join(root, rel), exist_ok=True)
+        _make_parents(root, files)
     with _naming(url):
         if source_fs is fs:
             fs.copy(sources, targets)
@@ -525,8 +530,7 @@ def copy_folder(source: str, url: str) -> None:
         else:
             with tempfile.TemporaryDirectory(prefix="lift-copy-") as tmp:
                 local = [os.path.join(tmp, f) for f in files]
-                for rel in {os.path.dirname(f) for f in files}:
-                    os.makedirs(os.path.join(tmp, rel), exist_ok=True)
+                _make_parents(tmp, files)
                 source_fs.get(sources, local)
                 fs.put(local, targets)
         fs.invalidate_cache(root)
@@ -548,6 +552,5 @@ def save_folder(local: str, url: str) -> None:
         fs.rm(root, recursive=True)
     files = sorted(os.path.relpath(os.path.join(d, f), local) for d, _, names in os.walk(local) for f in names)
     if isinstance(fs, LocalFileSystem):
-        for rel in {os.path.dirname(f) for f in files}:
-            os.makedirs(os.path.join(root, rel), exist_ok=True)
+        _make_parents(root, files)
     fs.put([os.path.join(local, f) for f in files], [f"{root}/{f}" for f in files])
